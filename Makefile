@@ -1,0 +1,22 @@
+# The two commands a user needs:  make repro   and   make test
+# Both set up .venv first when needed (scripts/setup.sh; a fast no-op when up to date).
+SHELL := /bin/bash
+VENV := $(CURDIR)/.venv
+RUN := PATH="$(VENV)/bin:$$PATH"
+
+.PHONY: setup repro test test-fast bench mlflow-ui
+
+setup:
+	@bash scripts/setup.sh
+
+repro: setup
+	$(RUN) dvc repro
+
+test: setup
+	$(RUN) python -m pytest -v --durations=15
+
+test-fast: setup
+	$(RUN) python -m pytest -m "not slow"
+
+mlflow-ui: setup
+	$(RUN) mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db

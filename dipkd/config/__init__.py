@@ -1,0 +1,1 @@
+"""Reading params.yaml and turning it into mmdet/mmengine configs."""

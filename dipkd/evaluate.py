@@ -1,0 +1,72 @@
+"""Evaluate a trained model on the test split and record the paper's Table 1 metrics.
+
+The model is tested with mmengine's ``Runner.test`` and the :class:`SARCocoMetric`
+(pycocotools). The twelve COCO numbers go to ``spec.metrics_path`` (a DVC metrics file) and
+into the MLflow run that trained the model (``test/<metric>`` plus the JSON as artifact).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from .checkpoint import safe_load
+from .config.mmdet_config import build_config
+from .config.params import RunSpec
+from .datasets.coco_layout import validate_layout
+from .evaluation.coco_eval import METRIC_NAMES, write_metrics_json
+
+
+def test_model(spec: RunSpec, model_path: Path, cfg=None) -> dict:
+    """Run the test loop on ``model_path``; return ``{metric: value or None}``."""
+    from mmengine.runner import Runner
+
+    from . import mmdet_plugins  # noqa: F401
+
+    validate_layout(spec.dataset.root)
+    if cfg is None:
+        cfg = build_config(spec, deterministic=not torch.cuda.is_available())
+    work_dir = spec.work_dir / "test"
+    shutil.rmtree(work_dir, ignore_errors=True)
+    cfg.work_dir = str(work_dir)
+    cfg.load_from = str(model_path)
+    cfg.resume = False
+    runner = Runner.from_cfg(cfg)
+    raw = runner.test()
+    prefix = "coco/"
+    metrics = {name: raw.get(prefix + name) for name in METRIC_NAMES}
+    return {k: (None if v is None else float(v)) for k, v in metrics.items()}
+
+
+def evaluate(spec: RunSpec, model_path: Path | None = None, out: Path | None = None,
+             cfg=None) -> dict:
+    """Test, write the metrics JSON and log it into the model's MLflow run."""
+    import mlflow
+
+    from .tracking import ensure_experiment
+
+    model_path = Path(model_path or spec.model_path)
+    out = Path(out or spec.metrics_path)
+    meta = safe_load(model_path).get("meta", {})
+    metrics = test_model(spec, model_path, cfg)
+    write_metrics_json(out, metrics, extra={"role": meta.get("role", spec.role),
+                                            "dataset": spec.dataset.name,
+                                            "detector": spec.detector,
+                                            "profile": spec.profile, "seed": spec.seed,
+                                            "model": str(model_path)})
+    run_id = meta.get("mlflow_run_id")
+    ensure_experiment(spec.experiment)
+    with mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(
+            experiment_id=ensure_experiment(spec.experiment)):
+        mlflow.log_metrics({f"test/{k}": v for k, v in metrics.items() if v is not None})
+        mlflow.log_artifact(str(out), artifact_path="metrics")
+        mlflow.set_tag("evaluated", "true")
+    print(f"[dipkd] {spec.role} {spec.key}: " +
+          ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if v is not None), flush=True)
+    return metrics
+
+
+def read_metrics(path: Path) -> dict:
+    return json.loads(Path(path).read_text())

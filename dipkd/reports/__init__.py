@@ -1,0 +1,1 @@
+"""Paper-style tables built from the metrics files of runs that really happened."""

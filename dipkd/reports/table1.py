@@ -1,0 +1,67 @@
+"""Table 1 of the paper: detectors x datasets x {teacher, student, ...}, ten COCO metrics.
+
+Only metrics files that exist are used; a missing run is an error, never a blank or a
+made-up number. The header line states profile, data source, seed, epochs and commit, so a
+smoke table cannot be mistaken for a reproduction.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from ..evaluation.coco_eval import TABLE1_METRICS
+
+ROW_LABELS = {"teacher": "ResNet{depth}(tea)", "student": "ResNet{depth}(stu)"}
+DETECTOR_NAMES = {"faster_rcnn": "Faster R-CNN", "retinanet": "RetinaNet"}
+
+
+def collect(params: dict, roles=("teacher", "student"), metrics_dir: Path = Path("metrics")):
+    """One row per (dataset, detector, role) from ``metrics/<role>/<dataset>-<detector>.json``."""
+    rows = []
+    for ds in params["datasets"]:
+        for det in params["detectors"]:
+            for role in roles:
+                path = metrics_dir / role / f"{ds}-{det}.json"
+                if not path.is_file():
+                    raise FileNotFoundError(f"{path}: no metrics for {role} {ds}-{det}; "
+                                            "run its evaluate stage first")
+                m = json.loads(path.read_text())
+                depth = params["roles"].get(role, {}).get("depth", "")
+                row = {"Dataset": ds.upper(), "Detector": DETECTOR_NAMES.get(det, det),
+                       "Model": ROW_LABELS.get(role, role).format(depth=depth)}
+                for name in TABLE1_METRICS:
+                    v = m["metrics"][name] if "metrics" in m else m[name]
+                    row[name] = None if v is None else round(100.0 * v, 1)
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def header(params: dict, commit: str) -> str:
+    prof = params["profile"]
+    sources = sorted({f"{ds}: {params['data'][ds]['source']}"
+                      + (f" ({params['data'][ds].get('preset')})"
+                         if params['data'][ds]['source'] == 'synthetic' else "")
+                      for ds in params["datasets"]})
+    epochs = sorted({f"{det}/{ds} {params['profiles'][prof]['schedule'][det][ds]['epochs']} ep"
+                     for det in params["detectors"] for ds in params["datasets"]})
+    note = " Smoke profile: these numbers only prove the plumbing." if prof == "smoke" else ""
+    return (f"Profile `{prof}`; data {'; '.join(sources)}; seed {params['seed']}; "
+            f"schedule {', '.join(epochs)}; commit `{commit[:12]}`.{note}")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_table1(df: pd.DataFrame, head: str, out_dir: Path = Path("reports")) -> None:
+    shown = df.rename(columns={"mAP": "mAP", "AP50": "AP50", "AP75": "AP75"})
+    md = ("# Table 1: detectors on SAR ship datasets (COCO metrics, %)\n\n" + head + "\n\n"
+          + shown.to_markdown(index=False, floatfmt=".1f", missingval="-") + "\n")
+    _atomic_write(out_dir / "table1.md", md)
+    _atomic_write(out_dir / "table1.csv", df.to_csv(index=False))

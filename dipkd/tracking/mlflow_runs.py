@@ -1,0 +1,99 @@
+"""Where runs are tracked and how a stage opens (or reopens) its MLflow run.
+
+The store is ``sqlite:///<root>/mlflow.db`` with artifacts in ``<root>/mlartifacts``, where
+``<root>`` is ``DVC_ROOT`` when DVC runs the stage (so ``dvc exp run --queue``, which works in
+a temporary copy, lands in the same store) and the current directory otherwise.
+``MLFLOW_TRACKING_URI`` overrides the store, e.g. for a remote tracking server.
+
+Training runs log through mmengine's own ``MLflowVisBackend`` (losses per logging step,
+validation metrics per epoch, the config); the stage opens the run first, so the backend
+logs into it, and records the run id next to its outputs so that resuming a killed training
+and the later evaluation stage continue the same run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from ..config.params import RunSpec, project_root
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
+def artifact_location() -> str:
+    return (project_root() / "mlartifacts").as_uri()
+
+
+def ensure_experiment(name: str) -> str:
+    """Create the experiment (artifacts next to the store) if needed; return its id."""
+    import mlflow
+    mlflow.set_tracking_uri(tracking_uri())
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is None:
+        location = None if os.environ.get("MLFLOW_TRACKING_URI") else artifact_location()
+        return mlflow.create_experiment(name, artifact_location=location)
+    return exp.experiment_id
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_root(),
+                             capture_output=True, text=True, check=True, timeout=10)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def run_tags(spec: RunSpec, method: str, role_tag: str | None = None, **extra) -> dict:
+    """Tags every run carries: dataset, detector, role, method, profile, seed, commit, stage."""
+    tags = {"dataset": spec.dataset.name, "data_source": spec.dataset.source,
+            "detector": spec.detector, "role": role_tag or spec.role, "method": method,
+            "profile": spec.profile, "seed": str(spec.seed), "git_commit": git_commit(),
+            "dvc_stage": os.environ.get("DVC_STAGE", "")}
+    tags.update({k: str(v) for k, v in extra.items()})
+    return tags
+
+
+def _read_run_id(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_text())["run_id"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def open_run(spec: RunSpec, run_file: Path, *, method: str, run_name: str,
+             role_tag: str | None = None, **extra_tags):
+    """Start the run recorded in ``run_file`` if it still exists in the store, else a new one
+    (recorded in ``run_file``). Returns the active ``mlflow.ActiveRun``."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    exp_id = ensure_experiment(spec.experiment)
+    run_id = _read_run_id(run_file)
+    if run_id is not None:
+        try:
+            mlflow.get_run(run_id)
+        except MlflowException:
+            run_id = None
+    if run_id is not None:
+        active = mlflow.start_run(run_id=run_id)
+    else:
+        active = mlflow.start_run(experiment_id=exp_id, run_name=run_name)
+        mlflow.log_params(spec.tracked_params())
+        run_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = run_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"run_id": active.info.run_id, "experiment_id": exp_id}))
+        os.replace(tmp, run_file)
+    mlflow.set_tags(run_tags(spec, method, role_tag, **extra_tags))
+    return active
+
+
+def mlflow_vis_backend(spec: RunSpec) -> dict:
+    """mmengine ``MLflowVisBackend`` config logging into the run opened by :func:`open_run`
+    (only the config text; the params that matter are logged by :func:`open_run`)."""
+    return dict(type="MLflowVisBackend", tracking_uri=tracking_uri(), exp_name=spec.experiment,
+                tracked_config_keys=[], artifact_suffix=(".json", ".log", ".py"))

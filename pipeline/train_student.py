@@ -1,0 +1,13 @@
+"""DVC stage ``train_student@<dataset>-<detector>``: train the ResNet18 student without KD
+(the "stu" baseline rows of Table 1)."""
+from dipkd.config.params import run_spec
+from dipkd.training import train
+from pipeline._cli import DATASET, DETECTOR, run
+
+
+def main(params, args):
+    train(run_spec(params, "student", args.dataset, args.detector))
+
+
+if __name__ == "__main__":
+    run(main, __doc__, DATASET, DETECTOR)

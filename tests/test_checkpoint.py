@@ -1,0 +1,77 @@
+"""Checkpoints load with weights_only=True plus an allowlist; foreign pickles are refused."""
+import os
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+from mmengine.logging import HistoryBuffer
+
+from dipkd.checkpoint import UnsafeCheckpointError, install, safe_load
+
+
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_mmengine_style_checkpoint_loads(tmp_path):
+    buf = HistoryBuffer()
+    buf.update(0.5)
+    buf.update(0.25)
+    ckpt = {"meta": {"epoch": 3, "seed": 0, "dataset_meta": {"classes": ("ship",)}},
+            "state_dict": OrderedDict(w=torch.arange(4.0)),
+            "message_hub": {"log_scalars": {"train/loss": buf},
+                            "runtime_info": {"iter": 12, "arr": np.arange(3)}}}
+    path = tmp_path / "epoch_3.pth"
+    torch.save(ckpt, path)
+    loaded = safe_load(path)
+    assert torch.equal(loaded["state_dict"]["w"], torch.arange(4.0))
+    assert loaded["message_hub"]["log_scalars"]["train/loss"].current() == 0.25
+    np.testing.assert_array_equal(loaded["message_hub"]["runtime_info"]["arr"], np.arange(3))
+
+
+def test_pickle_that_runs_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": {}, "x": _Exploit(marker)}, path)
+    with pytest.raises(UnsafeCheckpointError, match="evil.pth: refused to load"):
+        safe_load(path)
+    assert not marker.exists()
+
+
+def test_mmengine_loader_goes_through_the_allowlist(tmp_path):
+    from mmengine.runner.checkpoint import _load_checkpoint
+    install()
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    torch.save({"x": _Exploit(marker)}, path)
+    with pytest.raises(UnsafeCheckpointError):
+        _load_checkpoint(str(path), map_location="cpu")
+    assert not marker.exists()
+
+
+def test_missing_and_corrupt_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        safe_load(tmp_path / "none.pth")
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises((RuntimeError, UnsafeCheckpointError), match="bad.pth"):
+        safe_load(bad)
+
+
+class _Walker:
+    """Pickles as getattr(numpy.ndarray, 'tofile'): the getattr stand-in must refuse it."""
+
+    def __reduce__(self):
+        return (getattr, (np.ndarray, "tofile"))
+
+
+def test_getattr_is_only_allowed_for_history_buffers(tmp_path):
+    path = tmp_path / "walk.pth"
+    torch.save({"x": _Walker()}, path)
+    with pytest.raises(UnsafeCheckpointError, match="walk.pth"):
+        safe_load(path)
