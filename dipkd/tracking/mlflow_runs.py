@@ -20,8 +20,12 @@ from pathlib import Path
 from ..config.params import RunSpec, project_root
 
 
+def local_store_uri() -> str:
+    return f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or local_store_uri()
 
 
 def artifact_location() -> str:
@@ -31,10 +35,12 @@ def artifact_location() -> str:
 def ensure_experiment(name: str) -> str:
     """Create the experiment (artifacts next to the store) if needed; return its id."""
     import mlflow
-    mlflow.set_tracking_uri(tracking_uri())
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)  # note: this also exports MLFLOW_TRACKING_URI
     exp = mlflow.get_experiment_by_name(name)
     if exp is None:
-        location = None if os.environ.get("MLFLOW_TRACKING_URI") else artifact_location()
+        # A tracking server chooses its own artifact store; the local store keeps them here.
+        location = artifact_location() if uri == local_store_uri() else None
         return mlflow.create_experiment(name, artifact_location=location)
     return exp.experiment_id
 

@@ -1,0 +1,1 @@
+"""SAR ship datasets in one COCO layout: the synthetic generator (offline default)."""

@@ -1,0 +1,4 @@
+"""COCO evaluation (pycocotools) and its mmengine metric."""
+from .coco_eval import METRIC_NAMES, TABLE1_METRICS, evaluate_detections, write_metrics_json
+
+__all__ = ["METRIC_NAMES", "TABLE1_METRICS", "evaluate_detections", "write_metrics_json"]
