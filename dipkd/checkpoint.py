@@ -37,8 +37,9 @@ def _history_buffer_getattr(obj, name):
     pickles its registered statistics methods as ``getattr(HistoryBuffer, 'mean')``. Only
     that is allowed; a general ``getattr`` would let a crafted file walk to other objects."""
     from mmengine.logging.history_buffer import HistoryBuffer
-    if (obj is HistoryBuffer or isinstance(obj, HistoryBuffer)) and \
-            name in HistoryBuffer._statistics_methods:
+    # the built-in statistics are registered lazily (by the first HistoryBuffer created)
+    allowed = {"min", "max", "current", "mean", *HistoryBuffer._statistics_methods}
+    if (obj is HistoryBuffer or isinstance(obj, HistoryBuffer)) and name in allowed:
         return getattr(obj, name)
     raise pickle.UnpicklingError(
         f"Unsupported global: getattr({type(obj).__name__}, {name!r}) is not allowed")

@@ -52,14 +52,19 @@ def prepare_work_dir(work_dir: Path, fingerprint: str) -> bool:
 
 
 def export_model(checkpoint: Path, out: Path, extra_meta: dict) -> None:
-    """Write the final weights as a plain mmdet checkpoint, atomically."""
+    """Write the final weights as a plain mmdet checkpoint, atomically. A distiller's
+    checkpoint is reduced to its student, so mmdet loads it without dipkd."""
+    from .distill.distiller import STUDENT_PREFIX, student_state_dict
     ckpt = safe_load(checkpoint)
+    state = ckpt["state_dict"]
+    if any(k.startswith(STUDENT_PREFIX) for k in state):
+        state = student_state_dict(state)
     meta = {k: v for k, v in ckpt.get("meta", {}).items()
             if k in ("dataset_meta", "epoch", "iter", "seed", "mmengine_version")}
     meta.update(extra_meta)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    torch.save({"state_dict": ckpt["state_dict"], "meta": meta}, tmp)
+    torch.save({"state_dict": state, "meta": meta}, tmp)
     os.replace(tmp, out)
 
 
@@ -70,8 +75,7 @@ def latest_checkpoint(work_dir: Path) -> Path:
     return Path(pointer.read_text().strip())
 
 
-def train(spec: RunSpec, *, cfg=None, method: str = "none", role_tag: str | None = None,
-          extra_tags: dict | None = None) -> Path:
+def train(spec: RunSpec, *, cfg=None, extra_tags: dict | None = None) -> Path:
     """Train ``spec`` (resuming if possible), export the model, return its path."""
     import mlflow
     from mmengine.runner import Runner
@@ -91,8 +95,8 @@ def train(spec: RunSpec, *, cfg=None, method: str = "none", role_tag: str | None
     cfg.resume = resume
     if resume:
         print(f"[dipkd] resuming {work_dir} from {latest_checkpoint(work_dir)}", flush=True)
-    open_run(spec, work_dir / RUN_FILE, method=method, role_tag=role_tag,
-             run_name=f"{role_tag or spec.role}/{spec.key}/{method}", **(extra_tags or {}))
+    open_run(spec, work_dir / RUN_FILE, run_name=f"{spec.group}/{spec.key}",
+             **(extra_tags or {}))
     try:
         runner = Runner.from_cfg(cfg)
         runner.train()
@@ -101,7 +105,7 @@ def train(spec: RunSpec, *, cfg=None, method: str = "none", role_tag: str | None
     run_id = json.loads((work_dir / RUN_FILE).read_text())["run_id"]
     export_model(latest_checkpoint(work_dir), spec.model_path,
                  {"mlflow_run_id": run_id, "fingerprint": fingerprint, "role": spec.role,
-                  "dataset": spec.dataset.name, "detector": spec.detector,
-                  "config": cfg.pretty_text})
+                  "method": spec.method, "dataset": spec.dataset.name,
+                  "detector": spec.detector, "config": cfg.pretty_text})
     print(f"[dipkd] wrote {spec.model_path}", flush=True)
     return spec.model_path

@@ -75,3 +75,19 @@ def test_getattr_is_only_allowed_for_history_buffers(tmp_path):
     torch.save({"x": _Walker()}, path)
     with pytest.raises(UnsafeCheckpointError, match="walk.pth"):
         safe_load(path)
+
+
+def test_history_buffer_checkpoint_loads_in_a_fresh_process(tmp_path):
+    """mmengine registers the statistics methods only when the first HistoryBuffer is made;
+    a resuming process loads the checkpoint before that."""
+    import subprocess
+    import sys
+    buf = HistoryBuffer()
+    buf.update(1.0)
+    path = tmp_path / "ckpt.pth"
+    torch.save({"message_hub": {"log_scalars": {"loss": buf}}}, path)
+    code = ("from dipkd.checkpoint import safe_load; import sys; "
+            "print(safe_load(sys.argv[1])['message_hub']['log_scalars']['loss'].current())")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "1.0"

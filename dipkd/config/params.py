@@ -6,6 +6,7 @@ names, before anything is written.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ import yaml
 
 DETECTORS = ("faster_rcnn", "retinanet")
 ROLES = ("teacher", "student")
+DISTILLED = "distilled"
 SOURCES = ("synthetic",)
 SCHEDULE_KEYS = ("epochs", "lr", "scale")
 TRAIN_KEYS = ("batch_size", "workers", "pretrained", "warmup_iters", "log_interval",
@@ -120,6 +122,8 @@ class RunSpec:
     train: dict
     model: dict
     experiment: str
+    method: str = "none"
+    method_params: dict = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -127,16 +131,21 @@ class RunSpec:
         return f"{self.dataset.name}-{self.detector}"
 
     @property
+    def group(self) -> Path:
+        """``teacher``, ``student`` or ``distilled/<method>``."""
+        return Path(self.role) / self.method if self.role == DISTILLED else Path(self.role)
+
+    @property
     def work_dir(self) -> Path:
-        return Path("runs") / self.role / self.key
+        return Path("runs") / self.group / self.key
 
     @property
     def model_path(self) -> Path:
-        return Path("models") / self.role / f"{self.key}.pth"
+        return Path("models") / self.group / f"{self.key}.pth"
 
     @property
     def metrics_path(self) -> Path:
-        return Path("metrics") / self.role / f"{self.key}.json"
+        return Path("metrics") / self.group / f"{self.key}.json"
 
     def tracked_params(self) -> dict:
         """The flat params worth showing in MLflow (the ones that change results)."""
@@ -145,8 +154,11 @@ class RunSpec:
                 "data.source": self.dataset.source}
         if self.dataset.preset:
             flat["data.preset"] = self.dataset.preset
+        if self.role == DISTILLED:
+            flat["method"] = self.method
         for prefix, section in (("data", self.dataset.overrides), ("schedule", self.schedule),
-                                ("train", self.train), ("model", self.model)):
+                                ("train", self.train), ("model", self.model),
+                                (self.method, self.method_params)):
             for k, v in section.items():
                 flat[f"{prefix}.{k}"] = v
         return flat
@@ -158,6 +170,14 @@ def dataset_spec(params: dict, dataset: str) -> DatasetSpec:
     overrides = dict(params["profiles"][params["profile"]]["data"].get(dataset, {}))
     return DatasetSpec(name=dataset, source=data["source"], preset=data.get("preset"),
                        overrides=overrides)
+
+
+def distill_spec(params: dict, method: str, dataset: str, detector: str) -> RunSpec:
+    """The student trained beside the frozen teacher with KD ``method`` (``methods.<name>``)."""
+    _choose("KD method", method, params.get("methods", {}))
+    student = run_spec(params, "student", dataset, detector)
+    return dataclasses.replace(student, role=DISTILLED, method=method,
+                               method_params=dict(params["methods"][method]))
 
 
 def run_spec(params: dict, role: str, dataset: str, detector: str) -> RunSpec:

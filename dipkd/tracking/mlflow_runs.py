@@ -54,10 +54,10 @@ def git_commit() -> str:
         return "unknown"
 
 
-def run_tags(spec: RunSpec, method: str, role_tag: str | None = None, **extra) -> dict:
+def run_tags(spec: RunSpec, **extra) -> dict:
     """Tags every run carries: dataset, detector, role, method, profile, seed, commit, stage."""
     tags = {"dataset": spec.dataset.name, "data_source": spec.dataset.source,
-            "detector": spec.detector, "role": role_tag or spec.role, "method": method,
+            "detector": spec.detector, "role": spec.role, "method": spec.method,
             "profile": spec.profile, "seed": str(spec.seed), "git_commit": git_commit(),
             "dvc_stage": os.environ.get("DVC_STAGE", "")}
     tags.update({k: str(v) for k, v in extra.items()})
@@ -71,8 +71,7 @@ def _read_run_id(path: Path) -> str | None:
         return None
 
 
-def open_run(spec: RunSpec, run_file: Path, *, method: str, run_name: str,
-             role_tag: str | None = None, **extra_tags):
+def open_run(spec: RunSpec, run_file: Path, *, run_name: str, **extra_tags):
     """Start the run recorded in ``run_file`` if it still exists in the store, else a new one
     (recorded in ``run_file``). Returns the active ``mlflow.ActiveRun``."""
     import mlflow
@@ -94,7 +93,7 @@ def open_run(spec: RunSpec, run_file: Path, *, method: str, run_name: str,
         tmp = run_file.with_suffix(".tmp")
         tmp.write_text(json.dumps({"run_id": active.info.run_id, "experiment_id": exp_id}))
         os.replace(tmp, run_file)
-    mlflow.set_tags(run_tags(spec, method, role_tag, **extra_tags))
+    mlflow.set_tags(run_tags(spec, **extra_tags))
     return active
 
 
