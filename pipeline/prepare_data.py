@@ -12,7 +12,8 @@ def main(params, args):
         seed = int(overrides.pop("seed", 0))
         summary = generate_dataset(spec.root, preset=spec.preset, seed=seed, **overrides)
     write_metrics_json(f"metrics/data/{spec.name}.json", summary)
-    print(f"[dipkd] {spec.root}: {summary}")
+    print(f"[dipkd] {spec.root}: " + "; ".join(
+        f"{split} {summary[split]}" for split in ("train", "test")))
 
 
 if __name__ == "__main__":

@@ -19,8 +19,10 @@ def test_table_from_metrics_files(tmp_path, params):
     _write(tmp_path, "teacher", "ssdd-faster_rcnn", [0.589, 0.945, 0.656, 0.539, 0.663, None,
                                                      0.1, 0.2, 0.643, 0.607, 0.711, 0.605])
     _write(tmp_path, "student", "ssdd-faster_rcnn", [0.574] * 12)
+    _write(tmp_path, "distilled/dipkd", "ssdd-faster_rcnn", [0.602] * 12)
     df = collect(params, metrics_dir=tmp_path / "metrics")
-    assert list(df["Model"]) == ["ResNet50(tea)", "ResNet18(stu)"]
+    assert list(df["Model"]) == ["ResNet50(tea)", "ResNet18(stu)", "ours: ResNet18 + DIPKD"]
+    assert df.loc[2, "mAP"] == 60.2
     assert df.loc[0, "mAP"] == 58.9 and df.loc[0, "mAR"] == 64.3 and pd.isna(df.loc[0, "APl"])
     assert "AR1" not in df.columns  # Table 1 has ten metric columns
     write_table1(df, header(params, "0123456789abcdef"), tmp_path / "reports")
@@ -28,7 +30,7 @@ def test_table_from_metrics_files(tmp_path, params):
     assert "Profile `smoke`" in md and "commit `0123456789ab`" in md and "only prove" in md
     assert "| SSDD" in md and "58.9" in md
     csv = pd.read_csv(tmp_path / "reports" / "table1.csv")
-    assert csv.shape == (2, 13)
+    assert csv.shape == (3, 13)
 
 
 def test_missing_run_is_an_error_not_a_blank(tmp_path, params):

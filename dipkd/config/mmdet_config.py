@@ -105,3 +105,26 @@ def build_config(spec: RunSpec, *, vis_backends: list[dict] | None = None,
         auto_scale_lr=dict(enable=False, base_batch_size=16),
     )
     return Config(cfg)
+
+
+KD_LOSS_TYPES = {"dipkd": "DIPKDLoss", "fitnet": "FitNetLoss"}
+
+
+def build_distill_config(spec: RunSpec, teacher: RunSpec, teacher_ckpt, *,
+                         deterministic: bool = True) -> Config:
+    """Config of a distillation run: the student of ``spec`` (initialised as the student
+    baseline) inside a ``FeatureDistiller`` with the frozen ``teacher`` loaded from
+    ``teacher_ckpt`` and the KD loss of ``spec.method``."""
+    if spec.method not in KD_LOSS_TYPES:
+        raise ValueError(f"unknown KD method {spec.method!r}; valid: {', '.join(KD_LOSS_TYPES)}")
+    cfg = build_config(spec, deterministic=deterministic)
+    student = cfg.model.to_dict()
+    teacher_model = detector_cfg(teacher.detector, teacher.depth, False, teacher.model,
+                                 num_classes=len(CLASSES))
+    kd_loss = dict(type=KD_LOSS_TYPES[spec.method], **spec.method_params)
+    if spec.method == "dipkd":
+        kd_loss["num_classes"] = len(CLASSES)
+    cfg.model = dict(type="FeatureDistiller", student=student, teacher=teacher_model,
+                     kd_loss=kd_loss, teacher_ckpt=str(teacher_ckpt),
+                     data_preprocessor=student["data_preprocessor"])
+    return cfg

@@ -14,12 +14,15 @@ import pandas as pd
 
 from ..evaluation.coco_eval import TABLE1_METRICS
 
-ROW_LABELS = {"teacher": "ResNet{depth}(tea)", "student": "ResNet{depth}(stu)"}
+ROW_LABELS = {"teacher": "ResNet{depth}(tea)", "student": "ResNet{depth}(stu)",
+              "distilled/dipkd": "ours: ResNet{depth} + DIPKD"}
+ROLES = ("teacher", "student", "distilled/dipkd")
 DETECTOR_NAMES = {"faster_rcnn": "Faster R-CNN", "retinanet": "RetinaNet"}
 
 
-def collect(params: dict, roles=("teacher", "student"), metrics_dir: Path = Path("metrics")):
-    """One row per (dataset, detector, role) from ``metrics/<role>/<dataset>-<detector>.json``."""
+def collect(params: dict, roles=ROLES, metrics_dir: Path = Path("metrics")):
+    """One row per (dataset, detector, role) from ``metrics/<role>/<dataset>-<detector>.json``
+    (``role`` is ``teacher``, ``student`` or ``distilled/<method>``)."""
     rows = []
     for ds in params["datasets"]:
         for det in params["detectors"]:
@@ -29,7 +32,8 @@ def collect(params: dict, roles=("teacher", "student"), metrics_dir: Path = Path
                     raise FileNotFoundError(f"{path}: no metrics for {role} {ds}-{det}; "
                                             "run its evaluate stage first")
                 m = json.loads(path.read_text())
-                depth = params["roles"].get(role, {}).get("depth", "")
+                backbone = "teacher" if role == "teacher" else "student"
+                depth = params["roles"][backbone]["depth"]
                 row = {"Dataset": ds.upper(), "Detector": DETECTOR_NAMES.get(det, det),
                        "Model": ROW_LABELS.get(role, role).format(depth=depth)}
                 for name in TABLE1_METRICS:

@@ -1,0 +1,58 @@
+"""Reverse Information Transfer (DIPKD Eq. 15-19).
+
+The student's own FPN feature F^S of each level goes through the student's own
+classification branch (captured by the distiller while the student computes its detection
+loss, so no second forward):
+- RetinaNet: ``bbox_head``'s classification map (N, A*Cls, H, W), sigmoid scores;
+- Faster R-CNN: the RPN's objectness map (N, A*1, H, W) - the region proposals' scores.
+
+Reading of the paper: a "feature region" is an anchor at a location; p_c = sigmoid(logit)
+(Eq. 15); P^F = max over classes (Eq. 16). "Cls > 1" does not hold for one-class SAR ship
+data: the max over one class is the identity. Eq. 17 sums P^F of the A anchors at each
+location into the reverse-information map F^ri (N, 1, H, W). Eq. 18: F^fm = sigmoid(F^ri +
+conv(F^ri)) with one learnable conv (1->1 channel, shared by all levels, trained with the
+student). Eq. 19 sums over (i, j) only, so the student feature enters as its channel mean
+(as in the authors' code): L_rit = sum_{ij} (sigmoid(F^fm * mean_k F^S) - F^fm)^2, summed
+over levels and divided by the batch size; Eq. 20 weights it by gamma.
+
+The class scores are detached: RIT shapes the student's features toward its own predictions,
+it does not train the classifier to agree with them.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ReverseInformationTransfer(nn.Module):
+    def __init__(self, num_classes: int = 1, conv_kernel: int = 3):
+        super().__init__()
+        self.num_classes = num_classes
+        self.conv = nn.Conv2d(1, 1, conv_kernel, padding=conv_kernel // 2)
+
+    def reverse_map(self, logits: torch.Tensor, level: int = 0) -> torch.Tensor:
+        """F^ri of Eq. 15-17: (N, A*Cls, H, W) logits -> (N, 1, H, W)."""
+        n, ch, h, w = logits.shape
+        if ch % self.num_classes:
+            raise ValueError(f"RIT level {level}: {ch} score channels are not a multiple of "
+                             f"num_classes={self.num_classes}")
+        probs = logits.detach().sigmoid().view(n, ch // self.num_classes, self.num_classes, h, w)
+        return probs.max(dim=2).values.sum(dim=1, keepdim=True)
+
+    def matcher(self, reverse_map: torch.Tensor) -> torch.Tensor:
+        """F^fm of Eq. 18."""
+        return torch.sigmoid(reverse_map + self.conv(reverse_map))
+
+    def forward(self, student_feats, cls_logits) -> torch.Tensor:
+        """L_rit of Eq. 19 (not yet weighted by gamma)."""
+        if len(student_feats) != len(cls_logits):
+            raise ValueError(f"RIT: {len(student_feats)} feature levels but "
+                             f"{len(cls_logits)} score levels")
+        total = student_feats[0].new_zeros(())
+        for level, (feat, logits) in enumerate(zip(student_feats, cls_logits)):
+            if feat.shape[-2:] != logits.shape[-2:] or feat.shape[0] != logits.shape[0]:
+                raise ValueError(f"RIT level {level}: feature {tuple(feat.shape)} and scores "
+                                 f"{tuple(logits.shape)} do not match")
+            fm = self.matcher(self.reverse_map(logits, level))
+            total = total + ((torch.sigmoid(fm * feat.mean(dim=1, keepdim=True)) - fm) ** 2).sum()
+        return total / student_feats[0].shape[0]

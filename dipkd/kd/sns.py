@@ -1,0 +1,43 @@
+"""Selective Noise Suppression (SNS, DIPKD Eq. 3-7).
+
+F' = f_wld( f_dim(A^C) * f_dim(A^S) * F )                                     (Eq. 7)
+
+with the spatial and channel attention maps of Eq. 3-6 (``attention.py``) broadcast over
+the feature (f_dim) and the wavelet denoising f_wld of ``wavelet.py``.
+
+Whose attention: following FGD and the authors' code, the TEACHER's spatial and channel
+attention weight BOTH the teacher's feature and the student's (adapted) feature before the
+wavelet denoising. Both are purified over the same key pixels and channels, and the student
+is compared with the teacher on the teacher's notion of what matters; with the student's own
+attention the student could move the weights to where it already agrees. The maps are
+detached: they are weights, not something the student is trained to produce.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .attention import channel_attention, spatial_attention
+from .wavelet import WaveletDenoiser
+
+
+class SelectiveNoiseSuppression(nn.Module):
+    def __init__(self, tau: float = 0.5, wavelet: str = "db1", levels: int = 3,
+                 threshold: str = "std", threshold_scale: float = 0.5):
+        super().__init__()
+        if tau <= 0:
+            raise ValueError(f"tau must be > 0, got {tau}")
+        self.tau = tau
+        self.denoise = WaveletDenoiser(wavelet, levels, threshold, threshold_scale)
+
+    def attention(self, feat: torch.Tensor):
+        with torch.no_grad():
+            return spatial_attention(feat, self.tau), channel_attention(feat, self.tau)
+
+    def forward(self, feat: torch.Tensor, attention_source: torch.Tensor | None = None,
+                return_attention: bool = False):
+        """Denoise ``feat`` weighted by the attention of ``attention_source`` (the teacher's
+        feature) or, when it is None, of ``feat`` itself."""
+        a_s, a_c = self.attention(feat if attention_source is None else attention_source)
+        out = self.denoise(a_c * a_s * feat)
+        return (out, a_s, a_c) if return_attention else out
