@@ -20,6 +20,7 @@ from .checkpoint import safe_load
 from .config.mmdet_config import build_config
 from .config.params import RunSpec
 from .datasets.coco_layout import validate_layout
+from .models.pretrained import ensure_pretrained
 
 FINGERPRINT = "fingerprint.json"
 RUN_FILE = "mlflow_run.json"
@@ -84,6 +85,8 @@ def train(spec: RunSpec, *, cfg=None, extra_tags: dict | None = None) -> Path:
     from .tracking import mlflow_vis_backend, open_run
 
     validate_layout(spec.dataset.root)
+    if spec.train.get("pretrained"):
+        ensure_pretrained(spec.depth)
     if cfg is None:
         cfg = build_config(spec, deterministic=not torch.cuda.is_available())
     fingerprint = config_fingerprint(cfg, spec.dataset.root)

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from dipkd.config.params import ParamsError, load_params
+from dipkd.models.pretrained import PretrainedWeightsError
 
 
 def run(main, description: str, *args_spec) -> None:
@@ -17,7 +18,7 @@ def run(main, description: str, *args_spec) -> None:
     try:
         params = load_params(args.params)
         main(params, args)
-    except (ParamsError, FileNotFoundError, ValueError) as exc:
+    except (ParamsError, FileNotFoundError, ValueError, PretrainedWeightsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
 

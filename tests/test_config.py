@@ -17,6 +17,7 @@ def test_model_matches_role_and_detector(params, detector, role, depth, in_chann
     head = cfg.model.roi_head.bbox_head if detector == "faster_rcnn" else cfg.model.bbox_head
     assert head.num_classes == 1
     assert "init_cfg" not in cfg.model.backbone  # smoke profile: random init, no download
+    assert cfg.model.backbone.frozen_stages == -1 and cfg.model.backbone.norm_eval is False
 
 
 def test_paper_profile_uses_the_authors_settings(params):
@@ -27,6 +28,7 @@ def test_paper_profile_uses_the_authors_settings(params):
     assert cfg.train_dataloader.batch_size == 8
     assert cfg.train_dataloader.dataset.pipeline[2]["scale"] == (512, 512)
     assert cfg.model.backbone.init_cfg.checkpoint == "torchvision://resnet50"
+    assert cfg.model.backbone.frozen_stages == 1 and cfg.model.backbone.norm_eval is True
     frcnn = build_config(run_spec(params, "student", "hrsid", "faster_rcnn"))
     assert frcnn.train_dataloader.dataset.pipeline[2]["scale"] == (1200, 800)
     assert frcnn.model.train_cfg.rpn_proposal.max_per_img == 1000

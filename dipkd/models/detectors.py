@@ -16,8 +16,12 @@ DATA_PREPROCESSOR = dict(type="DetDataPreprocessor", mean=[123.675, 116.28, 103.
 
 
 def backbone_cfg(depth: int, pretrained: bool) -> dict:
+    """ResNet backbone. With ImageNet weights: mmdet's defaults (stem and first stage frozen,
+    BN statistics frozen). From random initialisation (offline profiles) nothing is frozen
+    and BN statistics are learnt, since frozen random layers would stay random."""
     cfg = dict(type="ResNet", depth=depth, num_stages=4, out_indices=(0, 1, 2, 3),
-               frozen_stages=1, norm_cfg=dict(type="BN", requires_grad=True), norm_eval=True,
+               frozen_stages=1 if pretrained else -1,
+               norm_cfg=dict(type="BN", requires_grad=True), norm_eval=pretrained,
                style="pytorch")
     if pretrained:
         cfg["init_cfg"] = dict(type="Pretrained", checkpoint=f"torchvision://resnet{depth}")
