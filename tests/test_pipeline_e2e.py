@@ -71,6 +71,12 @@ def test_dvc_repro_builds_table1_and_tracks_every_run(tmp_path):
     stages = {r.data.tags["dvc_stage"] for r in runs}
     assert "train_teacher@ssdd-faster_rcnn" in stages
     assert all("test/mAP" in r.data.metrics for r in runs)
+    distilled = [r for r in runs if r.data.tags["role"] == "distilled"]
+    assert len(distilled) == 4
+    assert all(r.data.tags["method"] == "dipkd" and r.data.tags["sns"] == "True" and
+               r.data.tags["kld"] == "True" and r.data.tags["rit"] == "True" for r in distilled)
+    assert all("loss_kd_tar" in r.data.metrics and "loss_rit" in r.data.metrics
+               for r in distilled)
 
     again = _sh(ws, "dvc", "repro")
     assert "Running stage" not in again

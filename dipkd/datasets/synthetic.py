@@ -72,6 +72,7 @@ def make_config(preset: str, **overrides) -> SceneConfig:
     bad = [k for k in overrides if k not in valid]
     if bad:
         raise ValueError(f"unknown synthetic data setting {bad[0]!r}; valid: {', '.join(valid)}")
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
     cfg = dataclasses.replace(PRESETS[preset], **overrides)
     if cfg.image_scale <= 0 or cfg.num_train < 0 or cfg.num_test < 0 or cfg.looks <= 0:
         raise ValueError("image_scale and looks must be > 0, num_train/num_test >= 0")
