@@ -1,5 +1,8 @@
-"""DVC stage ``prepare@<dataset>``: write the dataset's COCO layout under data/<dataset>."""
+"""DVC stage ``prepare@<dataset>``: write the dataset's COCO layout under data/<dataset>
+(synthetic scenes, or a real SSDD/HRSID release from a folder, an archive or a URL)."""
 from dipkd.config.params import dataset_spec
+from dipkd.datasets.download import DownloadError
+from dipkd.datasets.prepare import prepare_real
 from dipkd.datasets.synthetic import generate_dataset
 from dipkd.evaluation.coco_eval import write_metrics_json
 from pipeline._cli import DATASET, run
@@ -11,6 +14,11 @@ def main(params, args):
         overrides = dict(spec.overrides)
         seed = int(overrides.pop("seed", 0))
         summary = generate_dataset(spec.root, preset=spec.preset, seed=seed, **overrides)
+    else:
+        try:  # archive and dataset errors are ValueErrors already
+            summary = prepare_real(spec.name, spec.source, spec.options, spec.root)
+        except DownloadError as exc:
+            raise ValueError(str(exc)) from None
     write_metrics_json(f"metrics/data/{spec.name}.json", summary)
     print(f"[dipkd] {spec.root}: " + "; ".join(
         f"{split} {summary[split]}" for split in ("train", "test")))

@@ -17,7 +17,8 @@ import yaml
 DETECTORS = ("faster_rcnn", "retinanet")
 ROLES = ("teacher", "student")
 DISTILLED = "distilled"
-SOURCES = ("synthetic",)
+SOURCES = ("synthetic", "ssdd", "hrsid")
+REAL_SOURCE_KEYS = ("path", "archive", "url")
 SCHEDULE_KEYS = ("epochs", "lr", "scale")
 TRAIN_KEYS = ("batch_size", "workers", "pretrained", "warmup_iters", "log_interval",
               "val_interval", "momentum", "weight_decay")
@@ -75,6 +76,9 @@ def validate(params: dict) -> None:
     for name, data in params["data"].items():
         _need(data, ("source",), f"data.{name}")
         _choose(f"data source for {name}", data["source"], SOURCES)
+        if data["source"] != "synthetic" and not any(data.get(k) for k in REAL_SOURCE_KEYS):
+            raise ParamsError(f"params.yaml: data.{name} (source {data['source']}) needs one of "
+                              f"{', '.join(REAL_SOURCE_KEYS)}")
     for role in ROLES:
         _need(params["roles"], (role,), "roles")
         _need(params["roles"][role], ("depth",), f"roles.{role}")
@@ -102,6 +106,7 @@ class DatasetSpec:
     source: str
     preset: str | None
     overrides: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)  # real data: path/archive/url/sha256/variant
 
     @property
     def root(self) -> Path:
@@ -168,8 +173,11 @@ def dataset_spec(params: dict, dataset: str) -> DatasetSpec:
     _choose("dataset", dataset, params["data"])
     data = params["data"][dataset]
     overrides = dict(params["profiles"][params["profile"]]["data"].get(dataset, {}))
-    return DatasetSpec(name=dataset, source=data["source"], preset=data.get("preset"),
-                       overrides=overrides)
+    real = data["source"] != "synthetic"
+    options = {k: v for k, v in data.items() if k not in ("source", "preset")}
+    return DatasetSpec(name=dataset, source=data["source"],
+                       preset=None if real else data.get("preset"),
+                       overrides={} if real else overrides, options=options if real else {})
 
 
 def distill_spec(params: dict, method: str, dataset: str, detector: str) -> RunSpec:

@@ -36,16 +36,26 @@ def coco_size_bucket(area: float) -> str:
 
 @dataclass
 class ImageRecord:
-    """One image to write: pixels, boxes (``xyxy``) and extra COCO image fields."""
+    """One image to write: pixels (an array, or the path of a file to copy as is), its size
+    (height, width), boxes (``xyxy``) and extra COCO image fields."""
 
     file_name: str
-    image: np.ndarray
+    image: np.ndarray | Path
     boxes: np.ndarray
     extra: dict = field(default_factory=dict)
+    size: tuple | None = None
+
+    @property
+    def hw(self) -> tuple:
+        return self.size if self.size is not None else tuple(self.image.shape[:2])
 
 
-def save_png(array: np.ndarray, path: Path) -> None:
-    Image.fromarray(array).save(path, format="PNG")
+def save_png(image, path: Path) -> None:
+    """Write an array as PNG, or copy an existing image file unchanged."""
+    if isinstance(image, (str, Path)):
+        shutil.copyfile(image, path)
+    else:
+        Image.fromarray(image).save(path, format="PNG")
 
 
 def _coco_dict(records: list[tuple[ImageRecord, int, int]]) -> dict:
@@ -89,7 +99,7 @@ def write_coco_dataset(out_dir, splits: dict[str, Iterable[ImageRecord]],
             written = []
             for rec in records:
                 writer(rec.image, img_dir / rec.file_name)
-                written.append((rec, *rec.image.shape[:2]))
+                written.append((rec, *rec.hw))
             coco = _coco_dict(written)
             (tmp / "annotations" / f"{split}.json").write_text(json.dumps(coco))
             summary[split] = summarize_coco(coco)

@@ -1,0 +1,79 @@
+"""HRSID (Wei et al. 2020, IEEE Access) to the common COCO layout.
+
+Reads ``annotations/train2017.json`` and ``test2017.json`` of the release (images in
+``JPEGImages/``), validates them (image files exist and decode with the listed size, boxes
+inside the image with positive area, the single category is ``ship``) and writes the common
+layout with image and annotation ids renumbered from 1 (the release's annotation id 0 is
+pycocotools' "unmatched" marker).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .coco_layout import ImageRecord, write_coco_dataset
+from .real import DatasetError, check_box, compare_with_published, image_size
+
+SPLIT_FILES = {"train": "train2017.json", "test": "test2017.json"}
+
+
+def find_root(root: Path) -> tuple[Path, Path]:
+    """(annotations dir, images dir) of an unpacked HRSID release."""
+    root = Path(root)
+    for ann in sorted(root.rglob("train2017.json"), key=lambda p: len(p.parts)):
+        images = ann.parent.parent / "JPEGImages"
+        if images.is_dir():
+            return ann.parent, images
+        raise DatasetError(f"{images}: image folder missing next to {ann.parent}")
+    raise DatasetError(f"{root}: no HRSID annotations/train2017.json found")
+
+
+def _load(path: Path) -> dict:
+    if not path.is_file():
+        raise DatasetError(f"{path}: annotation file missing")
+    try:
+        coco = json.loads(path.read_text())
+        coco["images"], coco["annotations"], coco["categories"]
+    except (ValueError, KeyError, TypeError):
+        raise DatasetError(f"{path}: malformed COCO JSON") from None
+    return coco
+
+
+def _records(path: Path, images_dir: Path) -> list[ImageRecord]:
+    coco = _load(path)
+    cats = {c["id"]: c["name"] for c in coco["categories"]}
+    if set(cats.values()) != {"ship"}:
+        raise DatasetError(f"{path}: expected the single category 'ship', found "
+                           f"{sorted(set(cats.values()))}")
+    boxes: dict = {}
+    for a in coco["annotations"]:
+        if a.get("category_id") not in cats:
+            raise DatasetError(f"{path}: annotation {a.get('id')} has unknown category "
+                               f"{a.get('category_id')}")
+        boxes.setdefault(a["image_id"], []).append(a)
+    records = []
+    for im in coco["images"]:
+        img = images_dir / im["file_name"]
+        h, w = image_size(img)
+        if (h, w) != (im["height"], im["width"]):
+            raise DatasetError(f"{img}: image is {w}x{h}, {path.name} says "
+                               f"{im['width']}x{im['height']}")
+        xyxy = []
+        for a in boxes.get(im["id"], []):
+            x, y, bw, bh = a["bbox"]
+            xyxy.append(check_box([x, y, x + bw, y + bh], h, w,
+                                  f"{path} (annotation {a['id']}, {im['file_name']})"))
+        records.append(ImageRecord(file_name=Path(im["file_name"]).name, image=img, size=(h, w),
+                                   boxes=np.asarray(xyxy).reshape(-1, 4)))
+    return records
+
+
+def convert_hrsid(root, out_dir) -> dict:
+    """Convert an unpacked HRSID release at ``root`` into the common layout at ``out_dir``."""
+    ann_dir, images_dir = find_root(Path(root))
+    splits = {split: _records(ann_dir / name, images_dir) for split, name in SPLIT_FILES.items()}
+    notes = compare_with_published("hrsid", splits)
+    return write_coco_dataset(out_dir, splits, extra_summary={"source": "hrsid",
+                                                               "warnings": notes})
