@@ -56,3 +56,13 @@ def test_run_spec_resolves_profile_and_role(params):
     assert flat["data.preset"] == "ssdd-like"
     with pytest.raises(ParamsError, match="unknown role 'teaching'; valid: teacher, student"):
         run_spec(params, "teaching", "ssdd", "faster_rcnn")
+
+
+def test_baselines_must_name_methods_and_a_pipeline_detector(params):
+    params["baselines"] = ["fgd", "kd2000"]
+    with pytest.raises(ParamsError, match="unknown baseline method 'kd2000'; valid: fitnet"):
+        validate(params)
+    params["baselines"] = ["fgd"]
+    params["detectors"] = ["retinanet"]
+    with pytest.raises(ParamsError, match="unknown baseline_detector 'faster_rcnn'"):
+        validate(params)

@@ -58,6 +58,9 @@ def test_dvc_repro_builds_table1_and_tracks_every_run(tmp_path):
     assert len(rows) == 12, table
     assert "Profile `smoke`" in table
     assert (ws / "reports/table1.csv").is_file()
+    table2 = (ws / "reports/table2.md").read_text()
+    assert all(name in table2 for name in ("Student", "FitNet", "DeFeat*", "FGD", "MGD", "DIPKD"))
+    assert (ws / "reports/table2.tex").is_file()
 
     shown = json.loads(_sh(ws, "dvc", "metrics", "show", "--json"))
     files = next(iter(shown.values()))["data"]
@@ -67,11 +70,11 @@ def test_dvc_repro_builds_table1_and_tracks_every_run(tmp_path):
     client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{ws / 'mlflow.db'}")
     exp = client.get_experiment_by_name("dipkd-repro")
     runs = client.search_runs([exp.experiment_id])
-    assert len(runs) == 12
+    assert len(runs) == 20  # 4 teachers, 4 students, 4 DIPKD, 4 baselines x 2 datasets
     stages = {r.data.tags["dvc_stage"] for r in runs}
     assert "train_teacher@ssdd-faster_rcnn" in stages
     assert all("test/mAP" in r.data.metrics for r in runs)
-    distilled = [r for r in runs if r.data.tags["role"] == "distilled"]
+    distilled = [r for r in runs if r.data.tags["method"] == "dipkd"]
     assert len(distilled) == 4
     assert all(r.data.tags["method"] == "dipkd" and r.data.tags["sns"] == "True" and
                r.data.tags["kld"] == "True" and r.data.tags["rit"] == "True" for r in distilled)

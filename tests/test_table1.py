@@ -3,7 +3,8 @@ import json
 import pandas as pd
 import pytest
 
-from dipkd.reports.table1 import collect, header, write_table1
+from dipkd.reports.common import header
+from dipkd.reports.table1 import collect, write_table1
 
 NAMES = ("mAP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "mAR", "ARs", "ARm", "ARl")
 

@@ -107,7 +107,8 @@ def build_config(spec: RunSpec, *, vis_backends: list[dict] | None = None,
     return Config(cfg)
 
 
-KD_LOSS_TYPES = {"dipkd": "DIPKDLoss", "fitnet": "FitNetLoss"}
+KD_LOSS_TYPES = {"dipkd": "DIPKDLoss", "fitnet": "FitNetLoss", "fgd": "FGDLoss",
+                 "mgd": "MGDLoss", "defeat": "DeFeatLoss"}
 
 
 def build_distill_config(spec: RunSpec, teacher: RunSpec, teacher_ckpt, *,

@@ -83,6 +83,11 @@ def validate(params: dict) -> None:
         _need(params["roles"], (role,), "roles")
         _need(params["roles"][role], ("depth",), f"roles.{role}")
         _choose(f"backbone depth for {role}", params["roles"][role]["depth"], (18, 34, 50, 101))
+    methods = params.get("methods", {})
+    for name in params.get("baselines", []):
+        _choose("baseline method", name, [m for m in methods if m != "dipkd"])
+    if "baseline_detector" in params:
+        _choose("baseline_detector", params["baseline_detector"], params["detectors"])
     prof_name = params["profile"]
     prof = profiles[prof_name]
     where = f"profiles.{prof_name}"

@@ -6,13 +6,12 @@ smoke table cannot be mistaken for a reproduction.
 """
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import pandas as pd
 
 from ..evaluation.coco_eval import TABLE1_METRICS
+from .common import atomic_write, read_metrics
 
 ROW_LABELS = {"teacher": "ResNet{depth}(tea)", "student": "ResNet{depth}(stu)",
               "distilled/dipkd": "ours: ResNet{depth} + DIPKD"}
@@ -27,45 +26,21 @@ def collect(params: dict, roles=ROLES, metrics_dir: Path = Path("metrics")):
     for ds in params["datasets"]:
         for det in params["detectors"]:
             for role in roles:
-                path = metrics_dir / role / f"{ds}-{det}.json"
-                if not path.is_file():
-                    raise FileNotFoundError(f"{path}: no metrics for {role} {ds}-{det}; "
-                                            "run its evaluate stage first")
-                m = json.loads(path.read_text())
+                m = read_metrics(metrics_dir, role, f"{ds}-{det}")
                 backbone = "teacher" if role == "teacher" else "student"
                 depth = params["roles"][backbone]["depth"]
                 row = {"Dataset": ds.upper(), "Detector": DETECTOR_NAMES.get(det, det),
                        "Model": ROW_LABELS.get(role, role).format(depth=depth)}
                 for name in TABLE1_METRICS:
-                    v = m["metrics"][name] if "metrics" in m else m[name]
+                    v = m[name]
                     row[name] = None if v is None else round(100.0 * v, 1)
                 rows.append(row)
     return pd.DataFrame(rows)
-
-
-def header(params: dict, commit: str) -> str:
-    prof = params["profile"]
-    sources = sorted({f"{ds}: {params['data'][ds]['source']}"
-                      + (f" ({params['data'][ds].get('preset')})"
-                         if params['data'][ds]['source'] == 'synthetic' else "")
-                      for ds in params["datasets"]})
-    epochs = sorted({f"{det}/{ds} {params['profiles'][prof]['schedule'][det][ds]['epochs']} ep"
-                     for det in params["detectors"] for ds in params["datasets"]})
-    note = " Smoke profile: these numbers only prove the plumbing." if prof == "smoke" else ""
-    return (f"Profile `{prof}`; data {'; '.join(sources)}; seed {params['seed']}; "
-            f"schedule {', '.join(epochs)}; commit `{commit[:12]}`.{note}")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def write_table1(df: pd.DataFrame, head: str, out_dir: Path = Path("reports")) -> None:
     shown = df.rename(columns={"mAP": "mAP", "AP50": "AP50", "AP75": "AP75"})
     md = ("# Table 1: detectors on SAR ship datasets (COCO metrics, %)\n\n" + head + "\n\n"
           + shown.to_markdown(index=False, floatfmt=".1f", missingval="-") + "\n")
-    _atomic_write(out_dir / "table1.md", md)
-    _atomic_write(out_dir / "table1.csv", df.to_csv(index=False))
+    atomic_write(out_dir / "table1.md", md)
+    atomic_write(out_dir / "table1.csv", df.to_csv(index=False))
