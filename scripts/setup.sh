@@ -67,7 +67,8 @@ else
         say "no cached mmcv wheel for $KEY: building mmcv $MMCV_VERSION from source (about 20 min on 2 cores)"
         work="$(mktemp -d)"
         trap 'rm -rf "$work"; pip_ install -q "setuptools>=77" >/dev/null 2>&1 || true' EXIT
-        say "installing build tools for mmcv (setuptools<70: mmcv's setup.py imports pkg_resources)"
+        say "installing build tools for mmcv (setuptools<70: mmcv's setup.py imports pkg_resources;"
+        say "pip will warn that torch wants setuptools>=77: it is restored after the build)"
         pip_ install -q "setuptools<70" wheel ninja packaging
         pip_ download --no-deps --no-binary :all: --no-build-isolation -d "$work" "mmcv==$MMCV_VERSION"
         tar -xzf "$work"/mmcv-"$MMCV_VERSION".tar.gz -C "$work"
