@@ -6,7 +6,6 @@ into the MLflow run that trained the model (``test/<metric>`` plus the JSON as a
 """
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -57,9 +56,8 @@ def evaluate(spec: RunSpec, model_path: Path | None = None, out: Path | None = N
                                             "profile": spec.profile, "seed": spec.seed,
                                             "model": str(model_path)})
     run_id = meta.get("mlflow_run_id")
-    ensure_experiment(spec.experiment)
-    with mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(
-            experiment_id=ensure_experiment(spec.experiment)):
+    exp_id = ensure_experiment(spec.experiment)
+    with mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(experiment_id=exp_id):
         mlflow.log_metrics({f"test/{k}": v for k, v in metrics.items() if v is not None})
         mlflow.log_artifact(str(out), artifact_path="metrics")
         mlflow.set_tag("evaluated", "true")
@@ -67,6 +65,3 @@ def evaluate(spec: RunSpec, model_path: Path | None = None, out: Path | None = N
           ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if v is not None), flush=True)
     return metrics
 
-
-def read_metrics(path: Path) -> dict:
-    return json.loads(Path(path).read_text())

@@ -103,8 +103,10 @@ def train(spec: RunSpec, *, cfg=None, extra_tags: dict | None = None) -> Path:
     try:
         runner = Runner.from_cfg(cfg)
         runner.train()
-    finally:
-        mlflow.end_run()  # no-op when mmengine's backend already closed it
+    except BaseException:
+        mlflow.end_run(status="FAILED")
+        raise
+    mlflow.end_run()  # no-op when mmengine's backend already closed it
     run_id = json.loads((work_dir / RUN_FILE).read_text())["run_id"]
     export_model(latest_checkpoint(work_dir), spec.model_path,
                  {"mlflow_run_id": run_id, "fingerprint": fingerprint, "role": spec.role,

@@ -1,7 +1,6 @@
 """pycocotools evaluation wrapper and the mmengine metric, on hand-made cases."""
 import json
 
-import numpy as np
 import pytest
 import torch
 from pycocotools.coco import COCO

@@ -84,9 +84,8 @@ def test_student_export_loads_in_plain_mmdet(distiller):
     from mmdet.registry import MODELS
     model, _, cfg = distiller
     student = MODELS.build(cfg.model["student"])
-    missing, unexpected = student.load_state_dict(student_state_dict(model.state_dict()),
-                                                  strict=True), None
-    assert not missing.missing_keys and not missing.unexpected_keys
+    result = student.load_state_dict(student_state_dict(model.state_dict()), strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
     model.eval()
     out = model.predict(torch.randn(1, 3, 64, 96), _samples(64, 96, [[]]))
     assert "bboxes" in out[0].pred_instances
