@@ -54,12 +54,22 @@ def git_commit() -> str:
         return "unknown"
 
 
+def tables_fed(spec: RunSpec) -> str:
+    """The report tables a run feeds (the ``tables`` tag, to filter runs in ``mlflow ui``)."""
+    if spec.role == "teacher":
+        return "table1"
+    if spec.role == "student" or spec.method == "dipkd":
+        return "table1,table2"
+    return "table2"
+
+
 def run_tags(spec: RunSpec, **extra) -> dict:
-    """Tags every run carries: dataset, detector, role, method, profile, seed, commit, stage."""
+    """Tags every run carries: dataset, detector, role, method, profile, seed, commit, stage,
+    and the tables it feeds."""
     tags = {"dataset": spec.dataset.name, "data_source": spec.dataset.source,
             "detector": spec.detector, "role": spec.role, "method": spec.method,
             "profile": spec.profile, "seed": str(spec.seed), "git_commit": git_commit(),
-            "dvc_stage": os.environ.get("DVC_STAGE", "")}
+            "dvc_stage": os.environ.get("DVC_STAGE", ""), "tables": tables_fed(spec)}
     tags.update({k: str(v) for k, v in extra.items()})
     return tags
 
