@@ -22,6 +22,7 @@ def _workspace(tmp_path, params, epochs=1, detector="retinanet"):
     """A project dir with a tiny dataset and a params.yaml for one ssdd/<detector> run."""
     from dipkd.datasets.synthetic import generate_dataset
     params["datasets"], params["detectors"] = ["ssdd"], [detector]
+    params["baseline_detector"] = detector
     prof = params["profiles"]["smoke"]
     prof["data"]["ssdd"] = {"image_scale": 0.25, "num_train": 4, "num_test": 2}
     prof["schedule"][detector]["ssdd"].update(epochs=epochs, scale=[128, 96])
