@@ -4,7 +4,12 @@ A training stage is resumable: its work dir keeps mmengine's epoch checkpoints, 
 the stage again after a kill resumes from ``last_checkpoint``. The work dir is stamped with a
 fingerprint of the config and the data; a stale work dir (other params or data) is cleared
 rather than resumed. The result is a plain mmdet checkpoint (``state_dict`` + ``meta``) that
-mmdet can load without dipkd, written atomically to ``spec.model_path``.
+mmdet can load without dipkd, written atomically to ``spec.model_path``, and the training
+curves (loss and validation mAP per epoch) go to ``spec.curves_path`` for ``dvc plots``.
+
+With ``compute.gpus: N > 1`` the stage runs in N torchrun workers (:mod:`dipkd.launch`) that
+all call :func:`train`: rank 0 alone prepares the work dir (the others wait at a barrier),
+opens and closes the MLflow run and exports the model; ``batch_size`` is per process.
 """
 from __future__ import annotations
 
@@ -16,11 +21,13 @@ from pathlib import Path
 
 import torch
 
+from . import launch
 from .checkpoint import safe_load
 from .config.mmdet_config import build_config
 from .config.params import RunSpec
 from .datasets.coco_layout import validate_layout
 from .models.pretrained import ensure_pretrained
+from .tracking.curves import write_curves
 
 FINGERPRINT = "fingerprint.json"
 RUN_FILE = "mlflow_run.json"
@@ -85,32 +92,58 @@ def train(spec: RunSpec, *, cfg=None, extra_tags: dict | None = None) -> Path:
     from .tracking import mlflow_vis_backend, open_run
 
     validate_layout(spec.dataset.root)
-    if spec.train.get("pretrained"):
+    # In a multi-process run (compute.gpus > 1, see dipkd.launch) every rank runs this
+    # function; only rank 0 (the leader) prepares the work dir, talks to MLflow and exports.
+    # In one process the leader is the only process and nothing below changes.
+    launch.init_worker()
+    distributed, leader = launch.is_distributed(), launch.is_leader()
+    if spec.train.get("pretrained") and leader:
         ensure_pretrained(spec.depth)
     if cfg is None:
         cfg = build_config(spec, deterministic=not torch.cuda.is_available())
+    if distributed:
+        launch.configure(cfg, spec.work_dir)
     fingerprint = config_fingerprint(cfg, spec.dataset.root)
     work_dir = spec.work_dir
-    resume = prepare_work_dir(work_dir, fingerprint)
-    backends = [dict(type="LocalVisBackend"), mlflow_vis_backend(spec)]
+    if leader:
+        resume = prepare_work_dir(work_dir, fingerprint)
+    launch.barrier()  # the other ranks wait for rank 0's work dir
+    if not leader:
+        if spec.train.get("pretrained"):
+            ensure_pretrained(spec.depth)  # fetched by rank 0 by now
+        resume = (work_dir / "last_checkpoint").exists()
+    # mmengine's visualizer writes from rank 0 only; the other ranks do not even get the
+    # MLflow backend, so they cannot open a run.
+    backends = [dict(type="LocalVisBackend")] + ([mlflow_vis_backend(spec)] if leader else [])
     cfg.vis_backends = backends
     cfg.visualizer.vis_backends = backends
     cfg.resume = resume
-    if resume:
+    if resume and leader:
         print(f"[dipkd] resuming {work_dir} from {latest_checkpoint(work_dir)}", flush=True)
-    open_run(spec, work_dir / RUN_FILE, run_name=f"{spec.group}/{spec.key}",
-             **(extra_tags or {}))
+    if distributed:
+        print(f"[dipkd] rank {launch.rank()}/{launch.world_size()} ({launch.backend()}): "
+              f"training {spec.group}/{spec.key}", flush=True)
+    if leader:
+        open_run(spec, work_dir / RUN_FILE, run_name=f"{spec.group}/{spec.key}",
+                 world_size=launch.world_size(), **(extra_tags or {}))
     try:
         runner = Runner.from_cfg(cfg)
         runner.train()
     except BaseException:
-        mlflow.end_run(status="FAILED")
+        if leader:
+            mlflow.end_run(status="FAILED")
         raise
+    if not leader:
+        launch.finish()
+        return spec.model_path
     mlflow.end_run()  # no-op when mmengine's backend already closed it
     run_id = json.loads((work_dir / RUN_FILE).read_text())["run_id"]
     export_model(latest_checkpoint(work_dir), spec.model_path,
                  {"mlflow_run_id": run_id, "fingerprint": fingerprint, "role": spec.role,
                   "method": spec.method, "dataset": spec.dataset.name,
-                  "detector": spec.detector, "config": cfg.pretty_text})
-    print(f"[dipkd] wrote {spec.model_path}", flush=True)
+                  "detector": spec.detector, "world_size": launch.world_size(),
+                  "config": cfg.pretty_text})
+    write_curves(work_dir, spec.curves_path)
+    print(f"[dipkd] wrote {spec.model_path} and {spec.curves_path}", flush=True)
+    launch.finish()
     return spec.model_path

@@ -1,25 +1,30 @@
-"""DVC stage ``distill@<dataset>-<detector>``: train the student beside the frozen teacher
-with a KD method (default DIPKD), export the student."""
+"""DVC stages ``distill``, ``baseline``, ``ablation``, ``tau``, ``mask_rate``: train the
+student beside the frozen teacher (same seed) with a KD method (default DIPKD; a DIPKD
+variant with ``--switches``/``--set``), export the student."""
 import torch
 
 from dipkd.config.mmdet_config import build_distill_config
 from dipkd.config.params import distill_spec, run_spec
 from dipkd.training import train
-from pipeline._cli import DATASET, DETECTOR, run
+from pipeline._cli import DATASET, DETECTOR, SEED, SET, SWITCHES, run, variant_overrides
 
 
 def main(params, args):
-    spec = distill_spec(params, args.method, args.dataset, args.detector)
-    teacher = run_spec(params, "teacher", args.dataset, args.detector)
+    spec = distill_spec(params, args.method, args.dataset, args.detector, args.seed,
+                        variant_overrides(args))
+    teacher = run_spec(params, "teacher", args.dataset, args.detector, spec.seed)
     if not teacher.model_path.is_file():
         raise FileNotFoundError(f"{teacher.model_path}: teacher checkpoint missing; run "
-                                f"train_teacher@{teacher.key} first")
+                                f"train_teacher@{teacher.key}-{teacher.seed} first")
     cfg = build_distill_config(spec, teacher, teacher.model_path,
                                deterministic=not torch.cuda.is_available())
-    switches = {k: spec.method_params[k] for k in ("sns", "kld", "rit")
-                if k in spec.method_params}
-    train(spec, cfg=cfg, extra_tags=switches)
+    tags = {k: spec.method_params[k] for k in ("sns", "kld", "rit", "tau", "mask_rate")
+            if k in spec.method_params}
+    if spec.variant:
+        tags["variant"] = spec.variant
+    train(spec, cfg=cfg, extra_tags=tags)
 
 
 if __name__ == "__main__":
-    run(main, __doc__, (("--method",), dict(default="dipkd")), DATASET, DETECTOR)
+    run(main, __doc__, (("--method",), dict(default="dipkd")), DATASET, DETECTOR, SEED,
+        SWITCHES, SET, scale_out=True)

@@ -1,18 +1,19 @@
-"""DVC stages ``evaluate@<role>-<dataset>-<detector>`` and ``evaluate_distilled@...``: COCO
-metrics of a trained model (teacher, student, or a distilled student with ``--method``)."""
+"""DVC stages ``evaluate*@...``: COCO metrics of a trained model (teacher, student, or a
+distilled student with ``--method``, and ``--switches``/``--set`` for a DIPKD variant)."""
 from dipkd.config.params import DISTILLED, distill_spec, run_spec
 from dipkd.evaluate import evaluate
-from pipeline._cli import DATASET, DETECTOR, run
+from pipeline._cli import DATASET, DETECTOR, SEED, SET, SWITCHES, run, variant_overrides
 
 
 def main(params, args):
     if args.role == DISTILLED:
-        spec = distill_spec(params, args.method, args.dataset, args.detector)
+        spec = distill_spec(params, args.method, args.dataset, args.detector, args.seed,
+                            variant_overrides(args))
     else:
-        spec = run_spec(params, args.role, args.dataset, args.detector)
+        spec = run_spec(params, args.role, args.dataset, args.detector, args.seed)
     evaluate(spec)
 
 
 if __name__ == "__main__":
     run(main, __doc__, (("--role",), dict(required=True)),
-        (("--method",), dict(default="dipkd")), DATASET, DETECTOR)
+        (("--method",), dict(default="dipkd")), DATASET, DETECTOR, SEED, SWITCHES, SET)

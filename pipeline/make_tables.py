@@ -1,5 +1,5 @@
-"""DVC stage ``tables``: reports/table1.* and table2.* from the evaluated runs' metrics."""
-from dipkd.reports import table1, table2
+"""DVC stage ``tables``: reports/table{1..5}.{md,tex,csv} from the evaluated runs' metrics."""
+from dipkd.reports import sensitivity, table1, table2, table3
 from dipkd.reports.common import header
 from dipkd.tracking import git_commit
 from pipeline._cli import run
@@ -9,8 +9,11 @@ def main(params, args):
     head = header(params, git_commit())
     table1.write_table1(table1.collect(params), head)
     table2.write_table2(table2.collect(params), head, params)
-    for name in ("table1.md", "table2.md"):
-        print(open(f"reports/{name}").read())
+    table3.write_table3(table3.collect(params), head, params)
+    for key in sensitivity.TABLES:
+        sensitivity.write_sensitivity(sensitivity.collect(params, key), key, head, params)
+    for n in range(1, 6):
+        print(open(f"reports/table{n}.md").read())
 
 
 if __name__ == "__main__":

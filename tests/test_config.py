@@ -44,7 +44,7 @@ def test_data_and_evaluation_point_at_the_common_layout(params):
     assert cfg.test_evaluator == dict(type="SARCocoMetric",
                                       ann_file="data/hrsid/annotations/test.json")
     assert cfg.randomness == dict(seed=0, deterministic=True)
-    assert cfg.work_dir == "runs/student/hrsid-faster_rcnn"
+    assert cfg.work_dir == "runs/student/hrsid-faster_rcnn-seed0"
 
 
 def test_milestones_follow_the_1x_shape():

@@ -46,8 +46,8 @@ def test_run_spec_resolves_profile_and_role(params):
     spec = run_spec(params, "teacher", "hrsid", "retinanet")
     assert spec.depth == 50 and spec.key == "hrsid-retinanet"
     assert spec.schedule == {"epochs": 24, "lr": 0.001, "scale": [800, 800]}
-    assert str(spec.model_path) == "models/teacher/hrsid-retinanet.pth"
-    assert str(spec.metrics_path) == "metrics/teacher/hrsid-retinanet.json"
+    assert str(spec.model_path) == "models/teacher/hrsid-retinanet-seed0.pth"
+    assert str(spec.metrics_path) == "metrics/teacher/hrsid-retinanet-seed0.json"
     student = run_spec(params, "student", "ssdd", "faster_rcnn")
     assert student.depth == 18 and student.schedule["lr"] == 0.02
     assert student.schedule["scale"] == [1000, 600]
@@ -66,3 +66,49 @@ def test_baselines_must_name_methods_and_a_pipeline_detector(params):
     params["detectors"] = ["retinanet"]
     with pytest.raises(ParamsError, match="unknown baseline_detector 'faster_rcnn'"):
         validate(params)
+
+
+@pytest.mark.parametrize("seeds", [[], [0, 0], "0", [-1], [True]])
+def test_seeds_must_be_distinct_non_negative_ints(params, seeds):
+    params["seeds"] = seeds
+    with pytest.raises(ParamsError, match="seeds must be a non-empty list"):
+        validate(params)
+
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("combos", ["sns", "sns_kld_rit"], "lists 'sns_kld_rit', which is the DIPKD run"),
+    ("combos", ["none"], "lists 'none', which is the student"),
+    ("combos", ["rit_sns"], "ablation combo 'rit_sns': expected 'none' or modules"),
+    ("combos", ["sns", "sns"], "ablation.combos has duplicates"),
+    ("tau", [0.25, 0.5], "ablation.tau lists 0.5, the DIPKD default"),
+    ("mask_rate", [1.5], "ablation.mask_rate value 1.5 not in"),
+    ("dataset", "dota", "unknown ablation dataset 'dota'"),
+])
+def test_ablation_lists_are_checked(params, key, value, expected):
+    params["ablation"][key] = value
+    with pytest.raises(ParamsError, match=expected):
+        validate(params)
+
+
+def test_compute_gpus_must_be_a_count(params):
+    params["compute"] = {"gpus": -1}
+    with pytest.raises(ParamsError, match="compute.gpus must be a non-negative integer"):
+        validate(params)
+
+
+def test_seeded_and_variant_run_paths(params):
+    from dipkd.config.params import distill_spec, parse_switches
+    params["seeds"] = [0, 3]
+    assert str(run_spec(params, "teacher", "ssdd", "retinanet").model_path) == \
+        "models/teacher/ssdd-retinanet-seed0.pth"
+    with pytest.raises(ParamsError, match="unknown seed 5; valid: 0, 3"):
+        run_spec(params, "teacher", "ssdd", "retinanet", 5)
+    spec = distill_spec(params, "dipkd", "ssdd", "faster_rcnn", 3, parse_switches("sns_rit"))
+    assert spec.variant == "sns_rit" and spec.method_params["kld"] is False
+    assert str(spec.metrics_path) == "metrics/distilled/dipkd-sns_rit/ssdd-faster_rcnn-seed3.json"
+    tau = distill_spec(params, "dipkd", "ssdd", "faster_rcnn", 0, {"tau": "1.0"})
+    assert tau.method_params["tau"] == 1.0 and str(tau.group) == "distilled/dipkd-tau1.0"
+    with pytest.raises(ParamsError, match="dipkd.tau: expected a number"):
+        distill_spec(params, "dipkd", "ssdd", "faster_rcnn", 0, {"tau": "hot"})
+    with pytest.raises(ParamsError, match="unknown dipkd parameter 'tay'"):
+        distill_spec(params, "dipkd", "ssdd", "faster_rcnn", 0, {"tay": "1"})

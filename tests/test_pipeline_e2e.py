@@ -1,8 +1,9 @@
 """The default `dvc repro` end to end in a copy of the repository (slow).
 
-Runs the real DVC pipeline on the smoke profile (shrunk a little further to keep CI short),
-then checks the table, the MLflow store, `dvc metrics show`, that a second `dvc repro` does
-nothing, and that changing one schedule entry invalidates only its own stages.
+Runs the real DVC pipeline on the smoke profile (shrunk further to keep CI short), then checks
+the five tables, the figures, the training curves, the MLflow store, `dvc metrics show`, that
+a second `dvc repro` does nothing, and that changing tau values or one schedule entry
+invalidates only the stages that depend on them.
 """
 import json
 import os
@@ -38,55 +39,84 @@ def _sh(cwd, *cmd):
     return proc.stdout
 
 
-def test_dvc_repro_builds_table1_and_tracks_every_run(tmp_path):
-    ws = tmp_path / "repo"
-    _copy_repo(ws)
-    params = yaml.safe_load((ws / "params.yaml").read_text())
+def _shrink(params: dict) -> None:
+    """The smoke profile shrunk further to keep CI short: tiny data, one epoch, the method
+    lists cut to a few values (every kind of stage still runs)."""
     smoke = params["profiles"]["smoke"]
     smoke["data"] = {"ssdd": {"image_scale": 0.25, "num_train": 4, "num_test": 2},
                      "hrsid": {"image_scale": 0.12, "num_train": 4, "num_test": 2}}
     for det in smoke["schedule"].values():
         for entry in det.values():
             entry["epochs"] = 1
+    params["datasets"] = ["ssdd"]
+    params["baselines"] = ["fgd", "mgd", "ifkd"]   # the KD methods of the figures
+    params["ablation"].update(combos=["rit"], tau=[1.0], mask_rate=[1.0])
+
+
+def test_dvc_repro_builds_every_table_and_tracks_every_run(tmp_path):
+    ws = tmp_path / "repo"
+    _copy_repo(ws)
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    _shrink(params)
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _sh(ws, "git", "init", "-q")
     _sh(ws, "dvc", "repro")
 
     table = (ws / "reports/table1.md").read_text()
-    rows = [line for line in table.splitlines() if line.startswith("| SSDD") or
-            line.startswith("| HRSID")]
-    assert len(rows) == 12, table
-    assert "Profile `smoke`" in table
-    assert (ws / "reports/table1.csv").is_file()
+    ours = [line for line in table.splitlines() if line.startswith("| SSDD")]
+    assert len(ours) == 6, table            # 2 detectors x {teacher, student, DIPKD}
+    assert "Profile `smoke`" in table and "| paper " in table
+    for n in range(1, 6):
+        for ext in ("md", "tex", "csv"):
+            assert (ws / f"reports/table{n}.{ext}").is_file(), (n, ext)
     table2 = (ws / "reports/table2.md").read_text()
-    assert all(name in table2 for name in ("Student", "FitNet", "DeFeat*", "FGD", "MGD", "DIPKD"))
-    assert (ws / "reports/table2.tex").is_file()
+    assert all(name in table2 for name in ("Student", "FGD", "MGD", "IFKD*", "DIPKD"))
+    table3 = (ws / "reports/table3.csv").read_text().splitlines()
+    assert len(table3) == 1 + 3             # none (student), RIT only, all (DIPKD)
+    table4 = (ws / "reports/table4.md").read_text()
+    assert "0.5 (default)" in table4 and "| 1.0 " in table4
+    assert "1.0" in (ws / "reports/table5.md").read_text()
+    for fig in ("fig3_speckle", "fig4_heatmaps", "fig5_detections"):
+        assert (ws / f"reports/figures/{fig}.png").stat().st_size > 0, fig
+    curves = json.loads((ws / "plots/teacher/ssdd-faster_rcnn-seed0.json").read_text())
+    assert curves and curves[0]["epoch"] == 1 and curves[0]["loss"] is not None
 
     shown = json.loads(_sh(ws, "dvc", "metrics", "show", "--json"))
     files = next(iter(shown.values()))["data"]
-    assert "metrics/teacher/ssdd-faster_rcnn.json" in files
+    assert "metrics/teacher/ssdd-faster_rcnn-seed0.json" in files
 
     import mlflow
     client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{ws / 'mlflow.db'}")
     exp = client.get_experiment_by_name("dipkd-repro")
     runs = client.search_runs([exp.experiment_id])
-    assert len(runs) == 20  # 4 teachers, 4 students, 4 DIPKD, 4 baselines x 2 datasets
+    # 2 teachers, 2 students, 2 DIPKD, 3 baselines, 1 ablation, 1 tau, 1 mask rate
+    assert len(runs) == 12
     stages = {r.data.tags["dvc_stage"] for r in runs}
-    assert "train_teacher@ssdd-faster_rcnn" in stages
+    assert {"train_teacher@ssdd-faster_rcnn-0", "ablation@rit-0", "tau@1.0-0",
+            "mask_rate@1.0-0", "baseline@ifkd-ssdd-0"} <= stages, stages
     assert all("test/mAP" in r.data.metrics for r in runs)
     distilled = [r for r in runs if r.data.tags["method"] == "dipkd"]
-    assert len(distilled) == 4
-    assert all(r.data.tags["method"] == "dipkd" and r.data.tags["sns"] == "True" and
-               r.data.tags["kld"] == "True" and r.data.tags["rit"] == "True" for r in distilled)
-    assert all("loss_kd_tar" in r.data.metrics and "loss_rit" in r.data.metrics
-               for r in distilled)
+    assert len(distilled) == 5
+    main = [r for r in distilled if "variant" not in r.data.tags]
+    assert len(main) == 2 and all(r.data.tags["sns"] == "True" and r.data.tags["kld"] == "True"
+                                  and r.data.tags["rit"] == "True" for r in main)
+    assert all("loss_kd_tar" in r.data.metrics and "loss_rit" in r.data.metrics for r in main)
+    rit_only = next(r for r in distilled if r.data.tags.get("variant") == "rit")
+    assert rit_only.data.tags["tables"] == "table3" and "loss_kd_tar" not in rit_only.data.metrics
 
     again = _sh(ws, "dvc", "repro")
     assert "Running stage" not in again
 
-    smoke["schedule"]["retinanet"]["hrsid"]["lr"] = 0.004
+    # Changing only the tau values reruns only their stages and the tables.
+    params["ablation"]["tau"] = [0.25]
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    status = _sh(ws, "dvc", "status", "--json")
-    changed = set(json.loads(status))
-    assert changed == {"train_teacher@hrsid-retinanet", "train_student@hrsid-retinanet",
-                       "distill@hrsid-retinanet"}, changed
+    changed = set(json.loads(_sh(ws, "dvc", "status", "--json")))
+    assert changed == {"tau@0.25-0", "evaluate_tau@0.25-0", "tables"}, changed
+    params["ablation"]["tau"] = [1.0]
+
+    smoke = params["profiles"]["smoke"]
+    smoke["schedule"]["retinanet"]["ssdd"]["lr"] = 0.004
+    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    changed = set(json.loads(_sh(ws, "dvc", "status", "--json")))
+    assert changed == {"train_teacher@ssdd-retinanet-0", "train_student@ssdd-retinanet-0",
+                       "distill@ssdd-retinanet-0"}, changed

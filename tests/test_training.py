@@ -23,6 +23,7 @@ def _workspace(tmp_path, params, epochs=1, detector="retinanet"):
     from dipkd.datasets.synthetic import generate_dataset
     params["datasets"], params["detectors"] = ["ssdd"], [detector]
     params["baseline_detector"] = detector
+    params["ablation"].update(dataset="ssdd", detector=detector)
     prof = params["profiles"]["smoke"]
     prof["data"]["ssdd"] = {"image_scale": 0.25, "num_train": 4, "num_test": 2}
     prof["schedule"][detector]["ssdd"].update(epochs=epochs, scale=[128, 96])
@@ -52,11 +53,14 @@ def _mlflow_runs(cwd):
 def test_train_evaluate_and_track(tmp_path, params):
     ws = _workspace(tmp_path, params, epochs=2)
     out = _run(ws, "pipeline.train_student", "--dataset", "ssdd", "--detector", "retinanet")
-    assert (ws / "models/student/ssdd-retinanet.pth").is_file()
+    assert (ws / "models/student/ssdd-retinanet-seed0.pth").is_file()
     _run(ws, "pipeline.evaluate", "--role", "student", "--dataset", "ssdd",
          "--detector", "retinanet")
-    metrics = json.loads((ws / "metrics/student/ssdd-retinanet.json").read_text())
+    metrics = json.loads((ws / "metrics/student/ssdd-retinanet-seed0.json").read_text())
     assert set(metrics["metrics"]) >= {"mAP", "AP50", "mAR", "ARl"}
+    curves = json.loads((ws / "plots/student/ssdd-retinanet-seed0.json").read_text())
+    assert [c["epoch"] for c in curves] == [1, 2]
+    assert all(c["loss"] > 0 and c["mAP"] is not None for c in curves), curves
     client, runs = _mlflow_runs(ws)
     assert len(runs) == 1, out.stdout[-2000:]
     run = runs[0]
@@ -69,7 +73,7 @@ def test_train_evaluate_and_track(tmp_path, params):
     assert len(loss_history) >= 2  # per logging step, not once per run
     assert len(client.get_metric_history(run.info.run_id, "coco/mAP")) == 2  # per epoch
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "metrics")}
-    assert "metrics/ssdd-retinanet.json" in artifacts
+    assert "metrics/ssdd-retinanet-seed0.json" in artifacts
 
     # the exported model is a plain mmdet checkpoint: mmdet's own loader takes it
     from mmdet.apis import init_detector
@@ -77,7 +81,7 @@ def test_train_evaluate_and_track(tmp_path, params):
     from dipkd.config.params import load_params, run_spec
     cfg = build_config(run_spec(load_params(ws / "params.yaml"), "student", "ssdd",
                                 "retinanet"))
-    model = init_detector(cfg, str(ws / "models/student/ssdd-retinanet.pth"), device="cpu")
+    model = init_detector(cfg, str(ws / "models/student/ssdd-retinanet-seed0.pth"), device="cpu")
     assert model.dataset_meta["classes"] == ("ship",)
 
 
@@ -88,7 +92,7 @@ def test_killed_training_resumes_from_last_checkpoint(tmp_path, params):
            "--detector", "retinanet"]
     proc = subprocess.Popen(cmd, cwd=ws, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    first = ws / "runs/student/ssdd-retinanet/epoch_1.pth"
+    first = ws / "runs/student/ssdd-retinanet-seed0/epoch_1.pth"
     deadline = time.time() + 600
     while not first.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
@@ -96,14 +100,14 @@ def test_killed_training_resumes_from_last_checkpoint(tmp_path, params):
     time.sleep(1.0)  # let the checkpoint finish writing
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (ws / "models/student/ssdd-retinanet.pth").exists()
-    run_id = json.loads((ws / "runs/student/ssdd-retinanet/mlflow_run.json").read_text())
+    assert not (ws / "models/student/ssdd-retinanet-seed0.pth").exists()
+    run_id = json.loads((ws / "runs/student/ssdd-retinanet-seed0/mlflow_run.json").read_text())
 
     out = _run(ws, *cmd[2:])
     assert "resuming" in out.stdout + out.stderr
     assert "epoch_1.pth" in (out.stdout + out.stderr)
     from dipkd.checkpoint import safe_load
-    meta = safe_load(ws / "models/student/ssdd-retinanet.pth")["meta"]
+    meta = safe_load(ws / "models/student/ssdd-retinanet-seed0.pth")["meta"]
     assert meta["epoch"] == 3
     assert meta["mlflow_run_id"] == run_id["run_id"]  # the same MLflow run continued
 
@@ -117,7 +121,7 @@ def test_same_seed_same_metrics(tmp_path, params):
         _run(ws, "pipeline.train_teacher", "--dataset", "ssdd", "--detector", "faster_rcnn")
         _run(ws, "pipeline.evaluate", "--role", "teacher", "--dataset", "ssdd",
              "--detector", "faster_rcnn")
-        results.append(json.loads((ws / "metrics/teacher/ssdd-faster_rcnn.json").read_text()))
+        results.append(json.loads((ws / "metrics/teacher/ssdd-faster_rcnn-seed0.json").read_text()))
     assert results[0]["metrics"] == results[1]["metrics"]
 
 

@@ -27,7 +27,7 @@ class DeFeatLoss(nn.Module):
         self.adapter = build_adapter(student_channels, teacher_channels)
 
     def forward(self, student_feats, teacher_feats, data_samples, batch_input_shape,
-                student_cls_scores=None) -> dict:
+                student_cls_scores=None, **_context) -> dict:
         boxes = [s.gt_instances.bboxes for s in data_samples]
         fg = bg = student_feats[0].new_zeros(())
         for fs, ft in zip(student_feats, teacher_feats):

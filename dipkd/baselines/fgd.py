@@ -53,7 +53,7 @@ class FGDLoss(nn.Module):
                                         for _ in range(num_levels))
 
     def forward(self, student_feats, teacher_feats, data_samples, batch_input_shape,
-                student_cls_scores=None) -> dict:
+                student_cls_scores=None, **_context) -> dict:
         boxes = [s.gt_instances.bboxes for s in data_samples]
         n = student_feats[0].shape[0]
         fg = bg = att = glob = student_feats[0].new_zeros(())

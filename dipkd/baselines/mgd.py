@@ -29,7 +29,8 @@ class MGDLoss(nn.Module):
                           nn.Conv2d(c, c, 3, padding=1)) for _ in range(num_levels))
 
     def forward(self, student_feats, teacher_feats, data_samples=None, batch_input_shape=None,
-                student_cls_scores=None, generator: torch.Generator | None = None) -> dict:
+                student_cls_scores=None, generator: torch.Generator | None = None,
+                **_context) -> dict:
         n = student_feats[0].shape[0]
         total = student_feats[0].new_zeros(())
         for level, (fs, ft) in enumerate(zip(student_feats, teacher_feats)):

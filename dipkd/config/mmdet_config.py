@@ -8,6 +8,7 @@ from pathlib import Path
 
 from mmengine.config import Config
 
+from ..baselines import METHODS as BASELINE_LOSSES
 from ..models.detectors import detector_cfg
 from .params import RunSpec
 
@@ -107,8 +108,18 @@ def build_config(spec: RunSpec, *, vis_backends: list[dict] | None = None,
     return Config(cfg)
 
 
-KD_LOSS_TYPES = {"dipkd": "DIPKDLoss", "fitnet": "FitNetLoss", "fgd": "FGDLoss",
-                 "mgd": "MGDLoss", "defeat": "DeFeatLoss"}
+# params.yaml method name -> registered KD-loss class (baselines: ``dipkd.baselines.METHODS``).
+KD_LOSS_TYPES = {"dipkd": "DIPKDLoss", "fitnet": "FitNetLoss", **BASELINE_LOSSES}
+
+
+def kd_loss_cfg(method: str, method_params: dict) -> dict:
+    """The distiller's ``kd_loss`` config dict of a method and its params."""
+    if method not in KD_LOSS_TYPES:
+        raise ValueError(f"unknown KD method {method!r}; valid: {', '.join(KD_LOSS_TYPES)}")
+    kd_loss = dict(type=KD_LOSS_TYPES[method], **method_params)
+    if method == "dipkd":
+        kd_loss["num_classes"] = len(CLASSES)
+    return kd_loss
 
 
 def build_distill_config(spec: RunSpec, teacher: RunSpec, teacher_ckpt, *,
@@ -116,15 +127,11 @@ def build_distill_config(spec: RunSpec, teacher: RunSpec, teacher_ckpt, *,
     """Config of a distillation run: the student of ``spec`` (initialised as the student
     baseline) inside a ``FeatureDistiller`` with the frozen ``teacher`` loaded from
     ``teacher_ckpt`` and the KD loss of ``spec.method``."""
-    if spec.method not in KD_LOSS_TYPES:
-        raise ValueError(f"unknown KD method {spec.method!r}; valid: {', '.join(KD_LOSS_TYPES)}")
+    kd_loss = kd_loss_cfg(spec.method, spec.method_params)
     cfg = build_config(spec, deterministic=deterministic)
     student = cfg.model.to_dict()
     teacher_model = detector_cfg(teacher.detector, teacher.depth, False, teacher.model,
                                  num_classes=len(CLASSES))
-    kd_loss = dict(type=KD_LOSS_TYPES[spec.method], **spec.method_params)
-    if spec.method == "dipkd":
-        kd_loss["num_classes"] = len(CLASSES)
     cfg.model = dict(type="FeatureDistiller", student=student, teacher=teacher_model,
                      kd_loss=kd_loss, teacher_ckpt=str(teacher_ckpt),
                      data_preprocessor=student["data_preprocessor"])

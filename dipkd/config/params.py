@@ -23,6 +23,9 @@ SCHEDULE_KEYS = ("epochs", "lr", "scale")
 TRAIN_KEYS = ("batch_size", "workers", "pretrained", "warmup_iters", "log_interval",
               "val_interval", "momentum", "weight_decay")
 MODEL_KEYS = ("rpn_nms_pre", "rpn_proposals", "rcnn_samples")
+SWITCHES = ("sns", "kld", "rit")
+# DIPKD hyperparameters that the sensitivity tables (4, 5) vary.
+SENSITIVITY_KEYS = {"tau": "table4", "mask_rate": "table5"}
 
 
 class ParamsError(ValueError):
@@ -65,8 +68,14 @@ def _need(mapping: Any, keys, where: str) -> None:
 
 def validate(params: dict) -> None:
     """Check the names params.yaml uses; raise :class:`ParamsError` on the first problem."""
-    _need(params, ("profile", "seed", "datasets", "detectors", "data", "roles", "profiles"),
+    _need(params, ("profile", "seeds", "datasets", "detectors", "data", "roles", "profiles"),
           "the top level")
+    seeds = params["seeds"]
+    if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                       for s in seeds)):
+        raise ParamsError(f"params.yaml: seeds must be a non-empty list of distinct "
+                          f"non-negative integers, got {seeds!r}")
     profiles = params["profiles"]
     _choose("profile", params["profile"], profiles)
     for name in params["datasets"]:
@@ -88,6 +97,11 @@ def validate(params: dict) -> None:
         _choose("baseline method", name, [m for m in methods if m != "dipkd"])
     if "baseline_detector" in params:
         _choose("baseline_detector", params["baseline_detector"], params["detectors"])
+    _validate_ablation(params)
+    gpus = params.get("compute", {}).get("gpus", 0)
+    if not isinstance(gpus, int) or isinstance(gpus, bool) or gpus < 0:
+        raise ParamsError(f"params.yaml: compute.gpus must be a non-negative integer, "
+                          f"got {gpus!r}")
     prof_name = params["profile"]
     prof = profiles[prof_name]
     where = f"profiles.{prof_name}"
@@ -101,6 +115,62 @@ def validate(params: dict) -> None:
             _need(prof["schedule"][det][ds], SCHEDULE_KEYS, f"{where}.schedule.{det}.{ds}")
     for ds in params["datasets"]:
         _need(prof["data"], (ds,), f"{where}.data")
+
+
+def parse_switches(combo: str) -> dict:
+    """A Table-3 row name (``sns``, ``kld_rit``, ... modules joined by ``_`` in the order
+    sns, kld, rit; ``none`` for no module) -> ``{"sns": bool, "kld": bool, "rit": bool}``."""
+    parts = [] if combo == "none" else str(combo).split("_")
+    if any(p not in SWITCHES for p in parts) or len(set(parts)) != len(parts) or \
+            parts != [m for m in SWITCHES if m in parts]:
+        raise ParamsError(f"ablation combo {combo!r}: expected 'none' or modules of "
+                          f"{', '.join(SWITCHES)} joined by '_' in that order (e.g. sns_rit)")
+    return {m: m in parts for m in SWITCHES}
+
+
+def switches_name(switches: dict) -> str:
+    """Inverse of :func:`parse_switches`."""
+    return "_".join(m for m in SWITCHES if switches.get(m)) or "none"
+
+
+def _validate_ablation(params: dict) -> None:
+    """``ablation`` (Table 3) and ``sensitivity`` (Tables 4, 5) run DIPKD variants on one
+    dataset and detector of the pipeline. The runs those tables share with Table 1 are not
+    listed: Table 3's "none" row is the student, its all-modules row and the default tau /
+    mask rate rows are the DIPKD run itself, so listing them would train them twice."""
+    ab = params.get("ablation")
+    if ab is None:
+        raise ParamsError("params.yaml: the top level lacks ablation")
+    _need(ab, ("dataset", "detector", "combos", "tau", "mask_rate"), "ablation")
+    _choose("ablation dataset", ab["dataset"], params["datasets"])
+    _choose("ablation detector", ab["detector"], params["detectors"])
+    dipkd = params.get("methods", {}).get("dipkd")
+    if dipkd is None:
+        raise ParamsError("params.yaml: ablation needs methods.dipkd")
+    default = switches_name({m: dipkd.get(m, True) for m in SWITCHES})
+    for combo in ab["combos"]:
+        parse_switches(combo)
+        if combo in ("none", default):
+            raise ParamsError(f"params.yaml: ablation.combos lists {combo!r}, which is "
+                              f"{'the student' if combo == 'none' else 'the DIPKD run'}; "
+                              "its row is taken from that run, remove it from the list")
+    if len(set(ab["combos"])) != len(ab["combos"]):
+        raise ParamsError("params.yaml: ablation.combos has duplicates")
+    for key in SENSITIVITY_KEYS:
+        values = ab[key]
+        if not isinstance(values, list) or len(set(values)) != len(values):
+            raise ParamsError(f"params.yaml: ablation.{key} must be a list without duplicates")
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ParamsError(f"params.yaml: ablation.{key} value {v!r} is not a number")
+            if key == "mask_rate" and not 0 <= v <= 1:
+                raise ParamsError(f"params.yaml: ablation.mask_rate value {v} not in [0, 1]")
+            if key == "tau" and v <= 0:
+                raise ParamsError(f"params.yaml: ablation.tau value {v} must be positive")
+            if float(v) == float(dipkd[key]):
+                raise ParamsError(f"params.yaml: ablation.{key} lists {v}, the DIPKD default "
+                                  f"(methods.dipkd.{key}); its row is the DIPKD run itself, "
+                                  "remove it from the list")
 
 
 @dataclass(frozen=True)
@@ -134,6 +204,7 @@ class RunSpec:
     experiment: str
     method: str = "none"
     method_params: dict = field(default_factory=dict)
+    variant: str = ""  # a DIPKD ablation / sensitivity run: "sns_rit", "tau0.75", ...
 
     @property
     def key(self) -> str:
@@ -142,20 +213,33 @@ class RunSpec:
 
     @property
     def group(self) -> Path:
-        """``teacher``, ``student`` or ``distilled/<method>``."""
-        return Path(self.role) / self.method if self.role == DISTILLED else Path(self.role)
+        """``teacher``, ``student``, ``distilled/<method>`` or ``distilled/<method>-<variant>``."""
+        if self.role != DISTILLED:
+            return Path(self.role)
+        return Path(self.role) / (f"{self.method}-{self.variant}" if self.variant
+                                  else self.method)
+
+    @property
+    def run_key(self) -> str:
+        """``<dataset>-<detector>-seed<k>``: one run of the matrix."""
+        return f"{self.key}-seed{self.seed}"
 
     @property
     def work_dir(self) -> Path:
-        return Path("runs") / self.group / self.key
+        return Path("runs") / self.group / self.run_key
 
     @property
     def model_path(self) -> Path:
-        return Path("models") / self.group / f"{self.key}.pth"
+        return Path("models") / self.group / f"{self.run_key}.pth"
 
     @property
     def metrics_path(self) -> Path:
-        return Path("metrics") / self.group / f"{self.key}.json"
+        return Path("metrics") / self.group / f"{self.run_key}.json"
+
+    @property
+    def curves_path(self) -> Path:
+        """Loss and validation mAP per epoch, for ``dvc plots``."""
+        return Path("plots") / self.group / f"{self.run_key}.json"
 
     def tracked_params(self) -> dict:
         """The flat params worth showing in MLflow (the ones that change results)."""
@@ -166,6 +250,8 @@ class RunSpec:
             flat["data.preset"] = self.dataset.preset
         if self.role == DISTILLED:
             flat["method"] = self.method
+            if self.variant:
+                flat["variant"] = self.variant
         for prefix, section in (("data", self.dataset.overrides), ("schedule", self.schedule),
                                 ("train", self.train), ("model", self.model),
                                 (self.method, self.method_params)):
@@ -185,25 +271,62 @@ def dataset_spec(params: dict, dataset: str) -> DatasetSpec:
                        overrides={} if real else overrides, options=options if real else {})
 
 
-def distill_spec(params: dict, method: str, dataset: str, detector: str) -> RunSpec:
-    """The student trained beside the frozen teacher with KD ``method`` (``methods.<name>``)."""
+def variant_name(overrides: dict) -> str:
+    """The name of a DIPKD variant run from its overrides of ``methods.dipkd``: the switch
+    combination (``sns_rit``) and/or ``<key><value>`` (``tau0.75``, ``mask_rate0.5``), values
+    written as ``str()`` writes them (as DVC interpolates them into stage names and paths)."""
+    parts = []
+    if any(m in overrides for m in SWITCHES):
+        parts.append(switches_name(overrides))
+    parts += [f"{k}{overrides[k]}" for k in sorted(overrides) if k not in SWITCHES]
+    return "-".join(parts)
+
+
+def distill_spec(params: dict, method: str, dataset: str, detector: str,
+                 seed: int | None = None, overrides: dict | None = None) -> RunSpec:
+    """The student trained beside the frozen teacher with KD ``method`` (``methods.<name>``),
+    optionally with some of the method's params overridden (a variant run of Tables 3-5)."""
     _choose("KD method", method, params.get("methods", {}))
-    student = run_spec(params, "student", dataset, detector)
+    student = run_spec(params, "student", dataset, detector, seed)
+    method_params = dict(params["methods"][method])
+    overrides = dict(overrides or {})
+    for key, value in overrides.items():
+        _choose(f"{method} parameter", key, method_params)
+        method_params[key] = _coerce(f"{method}.{key}", value, method_params[key])
     return dataclasses.replace(student, role=DISTILLED, method=method,
-                               method_params=dict(params["methods"][method]))
+                               method_params=method_params,
+                               variant=variant_name(overrides) if overrides else "")
 
 
-def run_spec(params: dict, role: str, dataset: str, detector: str) -> RunSpec:
+def _coerce(name: str, value, default):
+    """``value`` (possibly text from the command line) as the type of ``default``."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ParamsError(f"{name}: expected true or false, got {value!r}")
+        return value
+    if isinstance(default, (int, float)):
+        try:
+            return type(default)(value)
+        except (TypeError, ValueError):
+            raise ParamsError(f"{name}: expected a number, got {value!r}") from None
+    return value
+
+
+def run_spec(params: dict, role: str, dataset: str, detector: str,
+             seed: int | None = None) -> RunSpec:
+    """One run; ``seed`` defaults to the first of ``params["seeds"]``."""
     _choose("role", role, ROLES)
     _choose("dataset", dataset, params["datasets"])
     _choose("detector", detector, params["detectors"])
+    seed = params["seeds"][0] if seed is None else seed
+    _choose("seed", seed, params["seeds"])
     prof = params["profiles"][params["profile"]]
     return RunSpec(
         role=role,
         dataset=dataset_spec(params, dataset),
         detector=detector,
         profile=params["profile"],
-        seed=int(params["seed"]),
+        seed=int(seed),
         depth=int(params["roles"][role]["depth"]),
         schedule=dict(prof["schedule"][detector][dataset]),
         train=dict(prof["train"]),

@@ -7,11 +7,17 @@
   (all levels) and its own classification maps (RetinaNet's ``bbox_head`` or Faster R-CNN's
   ``rpn_head``) are captured with forward hooks while that loss runs, so nothing is computed
   twice and no mmdet code is copied.
-- The KD loss is a component built from a config dict (``kd_loss=dict(type=...)``); it gets
-  ``(student_feats, teacher_feats, data_samples, batch_input_shape, student_cls_scores)``
-  and returns a dict of named losses (``loss_kd_tar``, ``loss_kd_ntar``, ``loss_rit``, ...)
-  that are added to the student's loss dict, so every method plugs in without changing
-  this class.
+- The KD loss is a component built from a config dict (``kd_loss=dict(type=...)``); it is
+  called as ``kd_loss(student_feats, teacher_feats, data_samples=..., batch_input_shape=...,
+  **context)`` and returns a dict of named losses (``loss_kd_tar``, ``loss_kd_ntar``,
+  ``loss_rit``, ...) that are added to the student's loss dict, so every method plugs in
+  without changing this class. ``context`` holds the dense head's outputs per FPN level
+  (RetinaNet's ``bbox_head``, Faster R-CNN's ``rpn_head``): ``student_cls_scores``,
+  ``student_bbox_preds``, ``prior_generator`` and ``bbox_coder`` (the student head's
+  anchor generator and box coder) and,
+  only when the loss sets ``needs_teacher_head = True``, ``teacher_cls_scores`` and
+  ``teacher_bbox_preds`` (the frozen teacher's head on the teacher's features, no grad);
+  otherwise those two are ``None``. A loss takes what it needs and ignores the rest.
 - Inference is the student's; :func:`student_state_dict` strips the wrapper so the exported
   checkpoint is a plain student that mmdet loads without dipkd.
 """
@@ -33,6 +39,12 @@ def student_state_dict(state_dict: dict) -> dict:
                             if k.startswith(STUDENT_PREFIX))
 
 
+def dense_head(detector):
+    """The head that runs densely on the FPN levels: Faster R-CNN's RPN, else the one-stage
+    ``bbox_head``."""
+    return getattr(detector, "rpn_head", None) or detector.bbox_head
+
+
 class FeatureDistiller(BaseDetector):
     def __init__(self, student: dict, teacher: dict, kd_loss: dict,
                  teacher_ckpt: str | None = None, data_preprocessor: dict | None = None,
@@ -52,8 +64,7 @@ class FeatureDistiller(BaseDetector):
         self.kd_loss = MODELS.build(kd_loss)
         self._captured: dict = {}
         self.student.neck.register_forward_hook(self._capture("feats"))
-        head = getattr(self.student, "rpn_head", None) or self.student.bbox_head
-        head.register_forward_hook(self._capture("head"))
+        dense_head(self.student).register_forward_hook(self._capture("head"))
 
     def _capture(self, key):
         def hook(_module, _inputs, output):
@@ -75,16 +86,22 @@ class FeatureDistiller(BaseDetector):
         return self.student.extract_feat(batch_inputs)
 
     def loss(self, batch_inputs, batch_data_samples) -> dict:
+        teacher_head_out = (None, None)
         with torch.no_grad():
             teacher_feats = self.teacher.extract_feat(batch_inputs)
+            if getattr(self.kd_loss, "needs_teacher_head", False):
+                teacher_head_out = dense_head(self.teacher)(teacher_feats)[:2]
         self._captured.clear()
         losses = self.student.loss(batch_inputs, batch_data_samples)
         student_feats = self._captured["feats"]
-        head_out = self._captured.get("head")
-        cls_scores = head_out[0] if head_out is not None else None
+        head_out = self._captured.get("head") or (None, None)
         kd = self.kd_loss(student_feats, teacher_feats, data_samples=batch_data_samples,
                           batch_input_shape=tuple(batch_inputs.shape[-2:]),
-                          student_cls_scores=cls_scores)
+                          student_cls_scores=head_out[0], student_bbox_preds=head_out[1],
+                          teacher_cls_scores=teacher_head_out[0],
+                          teacher_bbox_preds=teacher_head_out[1],
+                          prior_generator=dense_head(self.student).prior_generator,
+                          bbox_coder=dense_head(self.student).bbox_coder)
         clash = set(kd) & set(losses)
         if clash:
             raise KeyError(f"KD loss names clash with the detector's: {sorted(clash)}")

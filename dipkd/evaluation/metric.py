@@ -29,8 +29,10 @@ class SARCocoMetric(BaseMetric):
     default_prefix = "coco"
 
     def __init__(self, ann_file: str, prefix: str | None = "coco",
-                 collect_device: str = "cpu") -> None:
-        super().__init__(collect_device=collect_device, prefix=prefix)
+                 collect_device: str = "cpu", collect_dir: str | None = None) -> None:
+        # collect_dir: where the ranks of a multi-process run pool their results (mmengine
+        # otherwise makes a temporary dir under ./.dist_test); unused in one process.
+        super().__init__(collect_device=collect_device, prefix=prefix, collect_dir=collect_dir)
         self.ann_file = ann_file
         self._coco = None
         self._cat_ids = None

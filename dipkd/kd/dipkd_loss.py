@@ -42,7 +42,7 @@ class DIPKDLoss(nn.Module):
         self.rit = ReverseInformationTransfer(num_classes, rit_kernel) if rit else None
 
     def forward(self, student_feats, teacher_feats, data_samples, batch_input_shape,
-                student_cls_scores=None) -> dict:
+                student_cls_scores=None, **_context) -> dict:
         losses = {}
         n = student_feats[0].shape[0]
         if self.use_sns or self.use_kld:
@@ -83,7 +83,7 @@ class FitNetLoss(nn.Module):
         self.adapter = build_adapter(student_channels, teacher_channels)
 
     def forward(self, student_feats, teacher_feats, data_samples=None, batch_input_shape=None,
-                student_cls_scores=None) -> dict:
+                student_cls_scores=None, **_context) -> dict:
         total = student_feats[0].new_zeros(())
         for fs, ft in zip(student_feats, teacher_feats):
             total = total + feature_mse(self.adapter(fs), ft)

@@ -3,7 +3,12 @@ from __future__ import annotations
 
 import json
 import os
+from functools import lru_cache
 from pathlib import Path
+
+import yaml
+
+PAPER_VALUES = Path(__file__).with_name("paper_values.yaml")
 
 
 def read_metrics(metrics_dir: Path, group: str, key: str) -> dict:
@@ -16,6 +21,25 @@ def read_metrics(metrics_dir: Path, group: str, key: str) -> dict:
     return json.loads(path.read_text())["metrics"]
 
 
+def read_seeds(metrics_dir: Path, specs, metrics) -> dict:
+    """``{metric: [value in % or None per seed]}`` from the metrics files of ``specs`` (the
+    same run repeated per seed; each spec's ``metrics_path`` under ``metrics_dir``)."""
+    out = {m: [] for m in metrics}
+    for spec in specs:
+        rel = spec.metrics_path.relative_to("metrics")
+        values = read_metrics(metrics_dir, str(rel.parent), rel.stem)
+        for m in metrics:
+            v = values[m]
+            out[m].append(None if v is None else 100.0 * v)
+    return out
+
+
+@lru_cache(maxsize=1)
+def paper_values() -> dict:
+    """The paper's published numbers (``paper_values.yaml``, typed from the paper)."""
+    return yaml.safe_load(PAPER_VALUES.read_text())
+
+
 def header(params: dict, commit: str) -> str:
     prof = params["profile"]
     sources = sorted({f"{ds}: {params['data'][ds]['source']}"
@@ -25,7 +49,10 @@ def header(params: dict, commit: str) -> str:
     epochs = sorted({f"{det}/{ds} {params['profiles'][prof]['schedule'][det][ds]['epochs']} ep"
                      for det in params["detectors"] for ds in params["datasets"]})
     note = " Smoke profile: these numbers only prove the plumbing." if prof == "smoke" else ""
-    return (f"Profile `{prof}`; data {'; '.join(sources)}; seed {params['seed']}; "
+    seeds = params["seeds"]
+    seed_text = (f"seed {seeds[0]} (one run per cell)" if len(seeds) == 1 else
+                 f"{len(seeds)} seeds {seeds} (cells: mean ± sample std)")
+    return (f"Profile `{prof}`; data {'; '.join(sources)}; {seed_text}; "
             f"schedule {', '.join(epochs)}; commit `{commit[:12]}`. COCO bbox metrics "
             f"(pycocotools, maxDets 100; at most 100 detections per image, so equal to mmdet's "
             f"maxDets 1000).{note}")

@@ -17,7 +17,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from ..config.params import RunSpec, project_root
+from ..config.params import SENSITIVITY_KEYS, RunSpec, project_root
 
 
 def local_store_uri() -> str:
@@ -55,11 +55,18 @@ def git_commit() -> str:
 
 
 def tables_fed(spec: RunSpec) -> str:
-    """The report tables a run feeds (the ``tables`` tag, to filter runs in ``mlflow ui``)."""
+    """The report tables a run feeds (the ``tables`` tag, to filter runs in ``mlflow ui``):
+    the student is Table 3's "none" row, the DIPKD run the all-modules / default rows of
+    Tables 3-5, a DIPKD variant the table of the params it changes."""
     if spec.role == "teacher":
         return "table1"
-    if spec.role == "student" or spec.method == "dipkd":
-        return "table1,table2"
+    if spec.role == "student":
+        return "table1,table2,table3"
+    if spec.method == "dipkd" and not spec.variant:
+        return "table1,table2,table3,table4,table5"
+    if spec.method == "dipkd":
+        return ",".join(sorted({SENSITIVITY_KEYS.get(part.rstrip("0123456789.-"), "table3")
+                                for part in spec.variant.split("-")}))
     return "table2"
 
 

@@ -1,0 +1,187 @@
+"""ARSD: Adaptive Reinforcement Supervision Distillation (Yang et al., IEEE TGRS 2022,
+"Adaptive knowledge distillation for lightweight remote sensing object detectors optimizing").
+
+Three terms, all on the FPN levels and the dense head (RetinaNet's ``bbox_head``; for
+Faster R-CNN the RPN, the only dense head it has):
+
+- MCFI, multi-scale core feature imitation. For every GT box g of an image, IoU(a, g) is
+  computed for every anchor a of every level; with m_g = the largest of them over ALL levels,
+  an anchor is "core" for g when IoU(a, g) > ``iou_ratio`` * m_g (0.5). A feature cell of a
+  level is core (M = 1) when one of its A anchors is core for some GT, so a box is imitated on
+  the levels (and places) its anchors fit best. Area weighting (small objects weigh more):
+  W = 1 + exp(-2 sqrt(w_g h_g) / sqrt(H_in W_in)) on the cells of g (the largest where boxes
+  meet), 0 off the core.
+  L_feat = ``imitation_weight`` * sum_{n,l,c,h,w} W (f(F^S) - F^T)^2 / (2 sum_{n,l,h,w} M),
+  f a 1x1 conv adapter (normal init, std 0.01), used even when the channel counts match.
+- Head classification distillation on the same core cells (binary M, raw logits, all A*K
+  channels of a cell):
+  L_cls = ``cls_weight`` * sum M (z^T - z^S)^2 / (2 sum M).
+- SSRD, strict supervision regression distillation. Positive anchors are assigned to GTs the
+  MaxIoU way (best IoU >= ``pos_iou_thr``, plus every GT's best anchors); the student's and
+  teacher's deltas are decoded on them (DeltaXYWH, the heads' coder) and a positive is kept
+  only when IoU(teacher box, g) > IoU(student box, g) > IoU(anchor, g): the teacher is only
+  imitated where it is better than the student, and the student already better than its
+  anchor. Per level l over the batch, with S_l the kept positives,
+  L_reg = ``reg_weight`` * sum_l ``giou_weight`` * sum_{S_l} (1 - GIoU(b^S, b^T)) / max(1, |S_l|).
+
+Defaults are the authors' released settings (imitation 0.01, cls 0.01, reg 0.1, GIoU loss
+weight 2, IoU ratio 0.5; ../shared/notes/official_code.md). Teacher tensors are detached.
+Deviations (the released code targets ATSS on mmdet 2.x):
+1. Head terms use the dense head we have: RPN objectness logits (Faster R-CNN) or RetinaNet's
+   sigmoid logits, not ATSS's; SSRD's positives come from a MaxIoU assignment (``pos_iou_thr``
+   0.5) instead of ATSS's adaptive one, and each kept positive weighs 1 instead of ATSS's
+   centerness target (RPN and RetinaNet have no centerness).
+2. The released code binarises the area-weighted mask before use (so its area weighting has no
+   effect) and applies image j's mask to every image of the batch; we apply the paper's area
+   weighting to the feature term and each image's own mask.
+3. Normaliser: max(1, 2 sum M) instead of the code's 2 sum M + 1 (no loss where M is empty).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..kd.adapter import build_adapter
+
+
+def _tensor(boxes):
+    """Anchors as a plain (n, 4) tensor (mmdet may wrap them in HorizontalBoxes)."""
+    return boxes.tensor if hasattr(boxes, "tensor") else boxes
+
+
+def _flat(pred: torch.Tensor, width: int) -> torch.Tensor:
+    """(N, A*width, H, W) head map -> (N, H*W*A, width), mmdet's anchor order (h, w, a)."""
+    n = pred.shape[0]
+    return pred.permute(0, 2, 3, 1).reshape(n, -1, width)
+
+
+class ARSDLoss(nn.Module):
+    needs_teacher_head = True
+
+    def __init__(self, imitation_weight: float = 0.01, cls_weight: float = 0.01,
+                 reg_weight: float = 0.1, giou_weight: float = 2.0, iou_ratio: float = 0.5,
+                 pos_iou_thr: float = 0.5, area_weighting: bool = True,
+                 always_adapt: bool = True, target_stds=(1.0, 1.0, 1.0, 1.0),
+                 student_channels: int = 256, teacher_channels: int = 256):
+        super().__init__()
+        if not 0.0 <= iou_ratio < 1.0:
+            raise ValueError(f"iou_ratio must be in [0, 1), got {iou_ratio}")
+        self.imitation_weight, self.cls_weight, self.reg_weight = (imitation_weight, cls_weight,
+                                                                   reg_weight)
+        self.giou_weight, self.iou_ratio, self.pos_iou_thr = giou_weight, iou_ratio, pos_iou_thr
+        self.area_weighting = area_weighting
+        self.target_stds = tuple(float(s) for s in target_stds)
+        if always_adapt:
+            self.adapter = nn.Conv2d(student_channels, teacher_channels, kernel_size=1)
+            nn.init.normal_(self.adapter.weight, std=0.01)
+            nn.init.zeros_(self.adapter.bias)
+        else:
+            self.adapter = build_adapter(student_channels, teacher_channels)
+
+    # ------------------------------------------------------------------ masks
+    def core_masks(self, boxes: list[torch.Tensor], anchors: list[torch.Tensor],
+                   shapes: list[tuple[int, int]], batch_input_shape):
+        """Per level: binary core mask M and area weight W, both (N, 1, H, W)."""
+        from mmdet.structures.bbox import bbox_overlaps
+        h_in, w_in = batch_input_shape
+        img_side = math.sqrt(h_in * w_in)
+        device = anchors[0].device
+        masks = [torch.zeros(len(boxes), 1, h, w, device=device) for h, w in shapes]
+        weights = [torch.zeros(len(boxes), 1, h, w, device=device) for h, w in shapes]
+        for i, gt in enumerate(boxes):
+            gt = gt.to(device=device, dtype=torch.float32)
+            if gt.numel() == 0:
+                continue
+            ious = [bbox_overlaps(a, gt) for a in anchors]               # (H*W*A, G) per level
+            best = torch.stack([x.max(dim=0).values for x in ious]).max(dim=0).values  # (G,)
+            side = ((gt[:, 2] - gt[:, 0]).clamp(min=0) * (gt[:, 3] - gt[:, 1]).clamp(min=0)).sqrt()
+            area_w = (1.0 + torch.exp(-side / (img_side / 2))) if self.area_weighting \
+                else torch.ones_like(side)
+            for level, ((h, w), iou) in enumerate(zip(shapes, ious)):
+                core = (iou > self.iou_ratio * best).view(h, w, -1, gt.shape[0]).any(dim=2)
+                masks[level][i, 0] = core.any(dim=-1).float()
+                weights[level][i, 0] = (core.float() * area_w).max(dim=-1).values
+        return masks, weights
+
+    def _assign(self, gt: torch.Tensor, anchors: torch.Tensor):
+        """MaxIoU assignment over all levels: (positive flags, GT index) per anchor."""
+        from mmdet.structures.bbox import bbox_overlaps
+        iou = bbox_overlaps(anchors, gt)                                   # (A_all, G)
+        best_iou, best_gt = iou.max(dim=1)
+        pos = best_iou >= self.pos_iou_thr
+        gt_best = iou.max(dim=0).values                                    # (G,)
+        for g in range(gt.shape[0]):
+            if gt_best[g] > 0:
+                low = iou[:, g] == gt_best[g]
+                pos |= low
+                best_gt[low] = g
+        return pos, best_gt
+
+    # ------------------------------------------------------------------ loss
+    def forward(self, student_feats, teacher_feats, data_samples, batch_input_shape,
+                student_cls_scores=None, student_bbox_preds=None, teacher_cls_scores=None,
+                teacher_bbox_preds=None, prior_generator=None, bbox_coder=None,
+                **_context) -> dict:
+        if prior_generator is None:
+            raise ValueError("ARSD needs the dense head's anchor generator (prior_generator)")
+        device = student_feats[0].device
+        shapes = [tuple(f.shape[-2:]) for f in student_feats]
+        anchors = [_tensor(a) for a in prior_generator.grid_priors(shapes, device=device)]
+        boxes = [s.gt_instances.bboxes for s in data_samples]
+        masks, weights = self.core_masks(boxes, anchors, shapes, batch_input_shape)
+        norm = max(1.0, 2.0 * float(sum(m.sum() for m in masks)))
+
+        feat = student_feats[0].new_zeros(())
+        for fs, ft, weight in zip(student_feats, teacher_feats, weights):
+            feat = feat + (weight * (self.adapter(fs) - ft.detach()) ** 2).sum()
+        losses = {"loss_arsd_feat": self.imitation_weight * feat / norm}
+
+        if student_cls_scores is not None and teacher_cls_scores is not None:
+            cls = student_feats[0].new_zeros(())
+            for zs, zt, mask in zip(student_cls_scores, teacher_cls_scores, masks):
+                cls = cls + (mask * (zt.detach() - zs) ** 2).sum()
+            losses["loss_arsd_cls"] = self.cls_weight * cls / norm
+
+        if student_bbox_preds is not None and teacher_bbox_preds is not None:
+            losses["loss_arsd_reg"] = self.reg_weight * self._ssrd(
+                boxes, anchors, student_bbox_preds, teacher_bbox_preds, bbox_coder)
+        return losses
+
+    def _ssrd(self, boxes, anchors, student_preds, teacher_preds, bbox_coder):
+        from mmdet.structures.bbox import bbox_overlaps
+        if bbox_coder is None:
+            from mmdet.models.task_modules.coders import DeltaXYWHBBoxCoder
+            bbox_coder = DeltaXYWHBBoxCoder(target_means=(0.0,) * 4, target_stds=self.target_stds)
+        sizes = [len(a) for a in anchors]
+        all_anchors = torch.cat(anchors)
+        level_of = torch.cat([torch.full((s,), lvl, device=all_anchors.device)
+                              for lvl, s in enumerate(sizes)])
+        d_s = torch.cat([_flat(p, 4) for p in student_preds], dim=1)       # (N, A_all, 4)
+        d_t = torch.cat([_flat(p.detach(), 4) for p in teacher_preds], dim=1)
+        per_level = [[] for _ in sizes]
+        for i, gt in enumerate(boxes):
+            gt = gt.to(device=all_anchors.device, dtype=torch.float32)
+            if gt.numel() == 0:
+                continue
+            pos, gt_idx = self._assign(gt, all_anchors)
+            if not pos.any():
+                continue
+            a, g, lvl = all_anchors[pos], gt[gt_idx[pos]], level_of[pos]
+            b_s = _tensor(bbox_coder.decode(a, d_s[i][pos]))
+            b_t = _tensor(bbox_coder.decode(a, d_t[i][pos]))
+            iou_a = bbox_overlaps(a, g, is_aligned=True)
+            iou_s = bbox_overlaps(b_s.detach(), g, is_aligned=True)
+            iou_t = bbox_overlaps(b_t, g, is_aligned=True)
+            keep = (iou_t > iou_s) & (iou_s > iou_a)
+            if keep.any():
+                giou = bbox_overlaps(b_s[keep], b_t[keep], mode="giou", is_aligned=True)
+                for level in lvl[keep].unique().tolist():
+                    per_level[level].append(1.0 - giou[lvl[keep] == level])
+        total = d_s.sum() * 0.0                 # keeps the graph when nothing is kept
+        for terms in per_level:
+            if terms:
+                t = torch.cat(terms)
+                total = total + self.giou_weight * t.sum() / max(1, t.numel())
+        return total

@@ -1,0 +1,47 @@
+"""Tables 4 and 5 of the paper: DIPKD's sensitivity to the temperature tau (Eq. 5-6) and to
+the mask rate (Eq. 8), mAP and mAR, on the ablation dataset and detector.
+
+Rows: the values of ``params['ablation'][key]`` plus the default of ``methods.dipkd`` (that
+row is the DIPKD run of Table 1, run once and shared), in increasing order.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .common import paper_values, read_seeds
+from .render import Row, write_table
+from .table1 import DETECTOR_NAMES, specs_for
+
+METRICS = ("mAP", "mAR")
+TABLES = {"tau": ("table4", "Table 4: sensitivity to the temperature tau"),
+          "mask_rate": ("table5", "Table 5: sensitivity to the mask rate")}
+LABELS = {"tau": "tau", "mask_rate": "mask rate"}
+
+
+def collect(params: dict, key: str, metrics_dir: Path = Path("metrics")) -> list[Row]:
+    from ..config.params import distill_spec
+    ab = params["ablation"]
+    default = params["methods"]["dipkd"][key]
+    published = {float(k): v for k, v in paper_values()[TABLES[key][0]].items()}
+    rows = []
+    for value in sorted({*ab[key], default}, key=float):
+        if float(value) == float(default):
+            specs = specs_for(params, "distilled/dipkd", ab["dataset"], ab["detector"])
+        else:
+            specs = [distill_spec(params, "dipkd", ab["dataset"], ab["detector"], s,
+                                  {key: value}) for s in params["seeds"]]
+        label = str(value) + (" (default)" if float(value) == float(default) else "")
+        paper = published.get(float(value))
+        rows.append(Row(labels={LABELS[key]: label},
+                        seeds=read_seeds(metrics_dir, specs, METRICS),
+                        paper=dict(zip(METRICS, paper)) if paper else {}))
+    return rows
+
+
+def write_sensitivity(rows: list[Row], key: str, head: str, params: dict,
+                      out_dir: Path = Path("reports")) -> None:
+    ab = params["ablation"]
+    name, title = TABLES[key]
+    title += (f", {DETECTOR_NAMES.get(ab['detector'], ab['detector'])} ResNet50 -> ResNet18 "
+              f"on {ab['dataset'].upper()} (COCO %)")
+    write_table(name, title, head, rows, METRICS, out_dir=out_dir)

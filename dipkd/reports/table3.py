@@ -1,0 +1,52 @@
+"""Table 3 of the paper: DIPKD's modules (SNS, KLD, RIT) switched on and off, on one dataset
+and detector (``params['ablation']``; the paper: SSDD, Faster R-CNN), mAP, APs, APm, APl.
+
+Rows in the paper's order. The "none" row is the student run and the all-modules row the
+DIPKD run of Table 1 (run once, shared); the other rows are the ``ablation@<combo>-<seed>``
+runs listed in ``ablation.combos``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config.params import SWITCHES, distill_spec, parse_switches, switches_name
+from .common import paper_values, read_seeds
+from .render import Row, write_table
+from .table1 import DETECTOR_NAMES, specs_for
+
+METRICS = ("mAP", "APs", "APm", "APl")
+# The paper's row order: none, each module alone, pairs, all.
+ORDER = ("none", "sns", "kld", "rit", "sns_kld", "sns_rit", "kld_rit", "sns_kld_rit")
+TITLE = "Table 3: DIPKD modules ablation, {detector} ResNet50 -> ResNet18 on {dataset} (COCO %)"
+
+
+def _specs(params: dict, combo: str, default: str) -> list:
+    ab = params["ablation"]
+    if combo == "none":
+        return specs_for(params, "student", ab["dataset"], ab["detector"])
+    if combo == default:
+        return specs_for(params, "distilled/dipkd", ab["dataset"], ab["detector"])
+    return [distill_spec(params, "dipkd", ab["dataset"], ab["detector"], s,
+                         parse_switches(combo)) for s in params["seeds"]]
+
+
+def collect(params: dict, metrics_dir: Path = Path("metrics")) -> list[Row]:
+    default = switches_name({m: params["methods"]["dipkd"].get(m, True) for m in SWITCHES})
+    combos = {"none", default, *params["ablation"]["combos"]}
+    published = paper_values()["table3"]
+    rows = []
+    for combo in sorted(combos, key=ORDER.index):
+        on = parse_switches(combo)
+        paper = published.get(" ".join(str(int(on[m])) for m in SWITCHES))
+        rows.append(Row(labels={m.upper(): "✓" if on[m] else "-" for m in SWITCHES},
+                        seeds=read_seeds(metrics_dir, _specs(params, combo, default), METRICS),
+                        paper=dict(zip(METRICS, paper)) if paper else {}))
+    return rows
+
+
+def write_table3(rows: list[Row], head: str, params: dict,
+                 out_dir: Path = Path("reports")) -> None:
+    ab = params["ablation"]
+    title = TITLE.format(detector=DETECTOR_NAMES.get(ab["detector"], ab["detector"]),
+                         dataset=ab["dataset"].upper())
+    write_table("table3", title, head, rows, METRICS, out_dir=out_dir)

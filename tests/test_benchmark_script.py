@@ -1,0 +1,24 @@
+"""The benchmark script runs and reports every method relative to FitNet (tiny sizes; the
+real measurement is `python benchmarks/bench_kd.py --out reports/benchmarks.md`)."""
+import importlib.util
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_kd", REPO / "benchmarks/bench_kd.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_benchmark_reports_each_method_against_fitnet(monkeypatch):
+    monkeypatch.chdir(REPO)
+    bench = _bench()
+    step = bench.bench_step(repeats=1, size=64, methods=["fitnet", "frs", "dipkd"])
+    assert set(step) == {"fitnet", "frs", "dipkd"} and all(v > 0 for v in step.values())
+    wave = {"torch_s": 0.1, "numpy_s": 1.0, "speedup": 10.0}
+    text = bench.report(wave, step, "faster_rcnn", 64)
+    assert "| frs |" in text and "| fitnet |" in text and "1.00x" in text
+    assert "per step | <= +10% |" in text
