@@ -1,7 +1,8 @@
 """Train one detector (teacher or student) with mmengine's Runner, tracked in MLflow.
 
 A training stage is resumable: its work dir keeps mmengine's epoch checkpoints, and running
-the stage again after a kill resumes from ``last_checkpoint``. The work dir is stamped with a
+the stage again after a kill resumes from ``last_checkpoint``; once the model is exported the
+checkpoints are deleted (:func:`prune_work_dir`). The work dir is stamped with a
 fingerprint of the config and the data; a stale work dir (other params or data) is cleared
 rather than resumed. The result is a plain mmdet checkpoint (``state_dict`` + ``meta``) that
 mmdet can load without dipkd, written atomically to ``spec.model_path``, and the training
@@ -76,6 +77,16 @@ def export_model(checkpoint: Path, out: Path, extra_meta: dict) -> None:
     os.replace(tmp, out)
 
 
+def prune_work_dir(work_dir: Path) -> None:
+    """After a finished training has been exported: drop the epoch checkpoints (each holds the
+    model and optimizer state; dozens of runs would fill the disk), the resume pointer and the
+    MLflow run record, keeping the logs. Running the stage again trains a new run."""
+    for ckpt in work_dir.glob("epoch_*.pth"):
+        ckpt.unlink()
+    for name in ("last_checkpoint", RUN_FILE):
+        (work_dir / name).unlink(missing_ok=True)
+
+
 def latest_checkpoint(work_dir: Path) -> Path:
     pointer = work_dir / "last_checkpoint"
     if not pointer.exists():
@@ -144,6 +155,7 @@ def train(spec: RunSpec, *, cfg=None, extra_tags: dict | None = None) -> Path:
                   "detector": spec.detector, "world_size": launch.world_size(),
                   "config": cfg.pretty_text})
     write_curves(work_dir, spec.curves_path)
+    prune_work_dir(work_dir)
     print(f"[dipkd] wrote {spec.model_path} and {spec.curves_path}", flush=True)
     launch.finish()
     return spec.model_path
