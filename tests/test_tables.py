@@ -53,7 +53,12 @@ def test_table1_from_metrics_files_with_paper_values(tmp_path, params):
                                                  "ours: ResNet18 + DIPKD"]
     assert rows[2].stats("mAP")[0] == pytest.approx(60.2)
     assert rows[0].paper["mAP"] == 58.9 and rows[0].stats("APl") == (None, None)
-    table1.write_table1(rows, header(params, "0123456789abcdef"), tmp_path / "reports")
+    summary = tmp_path / "metrics/data/ssdd.json"
+    summary.parent.mkdir(parents=True)
+    summary.write_text(json.dumps({"metrics": {"train": {"images": 12}}}))
+    head = header(params, "0123456789abcdef", tmp_path / "metrics")
+    assert "faster_rcnn/ssdd 2 ep (~12 it: 12 train images, batch 2)" in head
+    table1.write_table1(rows, head, tmp_path / "reports")
     md = (tmp_path / "reports" / "table1.md").read_text()
     assert "Profile `smoke`" in md and "commit `0123456789ab`" in md and "only prove" in md
     assert "seed 0 (one run per cell)" in md

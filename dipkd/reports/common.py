@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -40,22 +41,40 @@ def paper_values() -> dict:
     return yaml.safe_load(PAPER_VALUES.read_text())
 
 
-def header(params: dict, commit: str) -> str:
+def _train_images(metrics_dir: Path, dataset: str) -> int | None:
+    """Training images of a prepared dataset (its summary ``metrics/data/<ds>.json``)."""
+    path = Path(metrics_dir) / "data" / f"{dataset}.json"
+    try:
+        return int(json.loads(path.read_text())["metrics"]["train"]["images"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def header(params: dict, commit: str, metrics_dir: Path = Path("metrics")) -> str:
+    """The line under every table's title: profile, data, seeds, schedule (epochs and, when
+    the dataset summary exists, iterations), commit."""
     prof = params["profile"]
     sources = sorted({f"{ds}: {params['data'][ds]['source']}"
                       + (f" ({params['data'][ds].get('preset')})"
                          if params['data'][ds]['source'] == 'synthetic' else "")
                       for ds in params["datasets"]})
-    epochs = sorted({f"{det}/{ds} {params['profiles'][prof]['schedule'][det][ds]['epochs']} ep"
-                     for det in params["detectors"] for ds in params["datasets"]})
+    batch = int(params["profiles"][prof]["train"]["batch_size"])
+    schedule = []
+    for det in params["detectors"]:
+        for ds in params["datasets"]:
+            epochs = int(params["profiles"][prof]["schedule"][det][ds]["epochs"])
+            images = _train_images(metrics_dir, ds)
+            iters = (f" (~{epochs * math.ceil(images / batch)} it: {images} train images, "
+                     f"batch {batch})" if images else "")
+            schedule.append(f"{det}/{ds} {epochs} ep{iters}")
     note = " Smoke profile: these numbers only prove the plumbing." if prof == "smoke" else ""
     seeds = params["seeds"]
     seed_text = (f"seed {seeds[0]} (one run per cell)" if len(seeds) == 1 else
                  f"{len(seeds)} seeds {seeds} (cells: mean ± sample std)")
     return (f"Profile `{prof}`; data {'; '.join(sources)}; {seed_text}; "
-            f"schedule {', '.join(epochs)}; commit `{commit[:12]}`. COCO bbox metrics "
-            f"(pycocotools, maxDets 100; at most 100 detections per image, so equal to mmdet's "
-            f"maxDets 1000).{note}")
+            f"schedule {', '.join(sorted(schedule))}; commit `{commit[:12]}`. COCO bbox "
+            f"metrics (pycocotools, maxDets 100; at most 100 detections per image, so equal to "
+            f"mmdet's maxDets 1000).{note}")
 
 
 def atomic_write(path: Path, text: str) -> None:
