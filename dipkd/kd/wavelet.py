@@ -10,7 +10,8 @@ One level along an axis of length N with filters of length L:
 analysis ``c[i] = sum_j h[j] * x_ext[2i + 1 + (L-1) - j]`` over the signal extended by
 L-1 mirrored samples on both sides (N_out = floor((N + L - 1) / 2)); synthesis is the
 transposed convolution of the coefficients with the reconstruction filters, cropped to
-2*N_c - L + 2 samples, exactly as pywt's ``idwt``.
+2*N_c - L + 2 samples, exactly as pywt's ``idwt``. Both axes at once: the 2-D filters are
+the separable products, so one level is one ``conv2d`` (one ``conv_transpose2d`` back).
 """
 from __future__ import annotations
 
@@ -31,47 +32,93 @@ def _wavelet(name: str) -> pywt.Wavelet:
     return pywt.Wavelet(name)
 
 
-def _filters(wavelet: pywt.Wavelet, x: torch.Tensor, kind: str) -> torch.Tensor:
-    lo, hi = ((wavelet.dec_lo, wavelet.dec_hi) if kind == "dec"
-              else (wavelet.rec_lo, wavelet.rec_hi))
-    w = torch.tensor([lo, hi], dtype=x.dtype, device=x.device).unsqueeze(1)  # (2, 1, L)
-    return w.flip(-1) if kind == "dec" else w  # conv1d correlates: flip for a convolution
-
-
 def _symmetric_index(n: int, pad: int, device) -> torch.Tensor:
+    """Indices of x extended by ``pad`` half-sample-symmetric samples on both sides, minus the
+    first one (the alignment of pywt's ``dwt``)."""
     i = torch.arange(-pad, n + pad, device=device) % (2 * n)
-    return torch.where(i < n, i, 2 * n - 1 - i)
+    return torch.where(i < n, i, 2 * n - 1 - i)[1:]
 
 
-def _dwt_last(x: torch.Tensor, wavelet: pywt.Wavelet):
-    """One analysis step along the last axis: (approximation, detail)."""
-    n, length = x.shape[-1], wavelet.dec_len
-    xp = x.index_select(-1, _symmetric_index(n, length - 1, x.device))[..., 1:]
-    lead = xp.shape[:-1]
-    out = F.conv1d(xp.reshape(-1, 1, xp.shape[-1]), _filters(wavelet, x, "dec"), stride=2)
-    out = out.reshape(*lead, 2, out.shape[-1])
-    return out[..., 0, :], out[..., 1, :]
+def _extend(x: torch.Tensor, dim: int, pad: int, used: int) -> torch.Tensor:
+    """The first ``used`` samples along ``dim`` of x extended by ``pad`` half-sample symmetric
+    samples on both sides minus the first one (indices :func:`_symmetric_index`), built from
+    flipped edge slices; only what the filter reaches is materialised (nothing at all for
+    Haar on an even length)."""
+    n = x.shape[dim]
+    if pad > n:  # the mirror wraps more than once: gather
+        return _take(x.index_select(dim, _symmetric_index(n, pad, x.device)), dim, 0, used)
+    parts = [_take(x, dim, 0, pad - 1).flip(dim)] if pad > 1 else []
+    parts.append(x)
+    right = used - (pad - 1) - n
+    if right > 0:
+        parts.append(_take(x, dim, n - right, n).flip(dim))
+    out = torch.cat(parts, dim) if len(parts) > 1 else x
+    return _take(out, dim, 0, used)
 
 
-def _idwt_last(a: torch.Tensor, d: torch.Tensor, wavelet: pywt.Wavelet) -> torch.Tensor:
-    """One synthesis step along the last axis (pywt ``idwt``, symmetric mode)."""
-    length, nc = wavelet.rec_len, a.shape[-1]
-    lead = a.shape[:-1]
-    coeffs = torch.stack([a, d], dim=-2).reshape(-1, 2, nc)
-    full = F.conv_transpose1d(coeffs, _filters(wavelet, a, "rec"), stride=2)
-    out = full[..., length - 2:length - 2 + 2 * nc - length + 2]
-    return out.reshape(*lead, out.shape[-1])
+def _take(x: torch.Tensor, dim: int, start: int, stop: int, step: int = 1) -> torch.Tensor:
+    index = [slice(None)] * x.dim()
+    index[dim] = slice(start, stop, step)
+    return x[tuple(index)]
+
+
+def _dwt_axis(x: torch.Tensor, wavelet: pywt.Wavelet, dim: int):
+    """One analysis step along ``dim``: (approximation, detail). With the symmetric extension
+    x_ext, ``c[i] = sum_k h[L-1-k] x_ext[2i + 1 + k]``, written as L strided slices (a
+    polyphase form: cheaper on CPU than a convolution with one input channel)."""
+    n, length = x.shape[dim], wavelet.dec_len
+    n_out = (n + length - 1) // 2
+    xp = _extend(x, dim, length - 1, length + 2 * n_out - 2)
+    lo = hi = None
+    for k in range(length):
+        tap = _take(xp, dim, k, k + 2 * n_out - 1, 2)
+        lo_k = wavelet.dec_lo[length - 1 - k] * tap
+        hi_k = wavelet.dec_hi[length - 1 - k] * tap
+        lo = lo_k if lo is None else lo + lo_k
+        hi = hi_k if hi is None else hi + hi_k
+    return lo, hi
+
+
+def _idwt_axis(a: torch.Tensor, d: torch.Tensor, wavelet: pywt.Wavelet, dim: int):
+    """One synthesis step along ``dim`` (pywt ``idwt``, symmetric mode): the transposed
+    filtering ``full[2i + k] = sum rec_lo[k] a[i] + rec_hi[k] d[i]``, cropped to
+    2*N_c - L + 2 samples from L - 2 on. Output sample m gets the taps k = m + L - 2 - 2i of
+    its parity, so each parity is a sum of L/2 shifted slices."""
+    length, nc = wavelet.rec_len, a.shape[dim]
+    out_len = 2 * nc - length + 2
+    phases = []
+    for parity in (0, 1):  # full index m' = m + L - 2, m = 2j + parity
+        acc = None
+        for k in range((length - 2 + parity) % 2, length, 2):
+            # full[m'] with m' - k = 2i: i = (m' - k) / 2 for m = 2j + parity
+            first_i = (length - 2 + parity - k) // 2    # i for j = 0
+            count = (out_len - parity + 1) // 2
+            lo_i, hi_i = first_i, first_i + count
+            pad_lo, pad_hi = max(0, -lo_i), max(0, hi_i - nc)
+            seg = None
+            for coef, band in ((wavelet.rec_lo[k], a), (wavelet.rec_hi[k], d)):
+                part = coef * _take(band, dim, max(lo_i, 0), min(hi_i, nc))
+                seg = part if seg is None else seg + part
+            if pad_lo or pad_hi:
+                pads = [0, 0] * (seg.dim() - dim % seg.dim() - 1) + [pad_lo, pad_hi]
+                seg = F.pad(seg, pads)
+            acc = seg if acc is None else acc + seg
+        phases.append(acc)
+    even, odd = phases
+    if odd.shape[dim] < even.shape[dim]:
+        pads = [0, 0] * (odd.dim() - dim % odd.dim() - 1) + [0, 1]
+        odd = F.pad(odd, pads)
+    out = torch.stack([even, odd], dim=dim % even.dim() + 1).flatten(dim % even.dim(),
+                                                                     dim % even.dim() + 1)
+    return _take(out, dim, 0, out_len)
 
 
 def dwt2(x: torch.Tensor, wavelet):
     """One 2-D level on the last two axes: ``(cA, (cH, cV, cD))`` as ``pywt.dwt2``."""
     wavelet = _wavelet(wavelet) if isinstance(wavelet, str) else wavelet
-    lo_w, hi_w = _dwt_last(x, wavelet)                     # along width (axis -1)
-    def along_h(t):
-        a, d = _dwt_last(t.transpose(-1, -2), wavelet)
-        return a.transpose(-1, -2), d.transpose(-1, -2)
-    ca, ch = along_h(lo_w)                                  # ch: detail along height
-    cv, cd = along_h(hi_w)
+    lo_w, hi_w = _dwt_axis(x, wavelet, -1)                  # along width
+    ca, ch = _dwt_axis(lo_w, wavelet, -2)                    # ch: detail along height
+    cv, cd = _dwt_axis(hi_w, wavelet, -2)
     return ca, (ch, cv, cd)
 
 
@@ -79,11 +126,9 @@ def idwt2(ca: torch.Tensor, details, wavelet) -> torch.Tensor:
     """Inverse of :func:`dwt2` (``pywt.idwt2``)."""
     wavelet = _wavelet(wavelet) if isinstance(wavelet, str) else wavelet
     ch, cv, cd = details
-    def along_h(a, d):
-        return _idwt_last(a.transpose(-1, -2), d.transpose(-1, -2), wavelet).transpose(-1, -2)
-    lo_w = along_h(ca, ch)
-    hi_w = along_h(cv, cd)
-    return _idwt_last(lo_w, hi_w, wavelet)
+    lo_w = _idwt_axis(ca, ch, wavelet, -2)
+    hi_w = _idwt_axis(cv, cd, wavelet, -2)
+    return _idwt_axis(lo_w, hi_w, wavelet, -1)
 
 
 def max_level(size: int, wavelet) -> int:
