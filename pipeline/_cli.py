@@ -42,13 +42,12 @@ def run(main, description: str, *args_spec, scale_out: bool = False) -> None:
 
 def _check_training_inputs(params, args) -> None:
     """Before launching workers: the dataset/detector(/seed) names and the dataset layout."""
-    seed = getattr(args, "seed", None)
-    spec = run_spec(params, "student", args.dataset, args.detector,
-                    **({} if seed is None else {"seed": seed}))
+    spec = run_spec(params, "student", args.dataset, args.detector, getattr(args, "seed", None))
     validate_layout(spec.dataset.root)
 
 
 DATASET = (("--dataset",), dict(required=True))
+DETECTOR = (("--detector",), dict(required=True))
 SEED = (("--seed",), dict(type=int, default=None,
                           help="one of params.yaml's seeds (default: the first)"))
 # A DIPKD variant run (Tables 3-5): switch combination and/or overridden method params.
@@ -67,4 +66,3 @@ def variant_overrides(args) -> dict:
             raise ParamsError(f"--set {item!r}: expected KEY=VALUE")
         overrides[key] = value
     return overrides
-DETECTOR = (("--detector",), dict(required=True))
