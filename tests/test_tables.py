@@ -23,19 +23,20 @@ def _write(root, group, key, values, seed=0):
 def test_render_mean_std_paper_diff_and_bold(tmp_path):
     rows = [Row({"Model": "a"}, {"mAP": [50.0, 52.0]}, {"mAP": 50.0}),
             Row({"Model": "b*"}, {"mAP": [40.0, None]}, {}),
-            Row({"Model": "c"}, {"mAP": [None]}, {"mAP": 45.0})]
+            Row({"Model": "c**"}, {"mAP": [None]}, {"mAP": 45.0})]
     write_table("t", "Title", "head line", rows, ["mAP"], notes=["\\* note"], out_dir=tmp_path)
     md = (tmp_path / "t.md").read_text()
     # a: mean 51, sample std sqrt(2) = 1.4; paper 50 -> diff +1.0; best of the column: bold
     assert "**51.0 ± 1.4**" in md and "+1.0" in md
     assert "| b*" in md and "40.0" in md and "**40.0" not in md   # b's missing seed ignored
     lines = md.splitlines()
-    c = lines.index(next(line for line in lines if line.startswith("| c")))
+    c = lines.index(next(line for line in lines if line.startswith("| c**")))
     assert lines[c].split("|")[3].strip() == "-"                   # no value: a dash
     assert lines[c + 1].split("|")[3].strip() == "45.0"            # the paper's value
     assert lines[c + 2].split("|")[3].strip() == "-"               # no difference
     tex = (tmp_path / "t.tex").read_text()
-    assert "\\textbf{51.0 $\\pm$ 1.4}" in tex and "b$^*$" in tex and "\\toprule" in tex
+    assert "\\textbf{51.0 $\\pm$ 1.4}" in tex and "b$^{*}$" in tex and "\\toprule" in tex
+    assert "c$^{**}$" in tex
     csv = pd.read_csv(tmp_path / "t.csv")
     assert list(csv.columns) == ["Model", "n_seeds", "mAP", "mAP_std", "mAP_paper", "mAP_diff"]
     assert csv.loc[0, "mAP"] == 51.0 and csv.loc[0, "mAP_diff"] == 1.0
@@ -103,7 +104,7 @@ def test_table2_rows_order_bold_and_footnote(tmp_path, params):
     assert "**60.2**" in md and "| 57.4 " in md
     assert "**70.0**" in md and "**95.3**" in md and "\\* DeFeat: neck (feature) part only" in md
     tex = (tmp_path / "reports/table2.tex").read_text()
-    assert "\\textbf{60.2}" in tex and "\\textbf{70.0}" in tex and "DeFeat$^*$" in tex
+    assert "\\textbf{60.2}" in tex and "\\textbf{70.0}" in tex and "DeFeat$^{*}$" in tex
     assert pd.read_csv(tmp_path / "reports/table2.csv").shape == (6, 3 + 4 * 4)
 
 

@@ -11,6 +11,7 @@ and detector; the other tables compare all their rows). The CSV has one line per
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,7 +103,8 @@ def write_table(name: str, title: str, head: str, rows: list[Row], metrics, *,
     notes_md = "".join(f"\n{n}\n" for n in notes)
     md = (f"# {title}\n\n{head}\n\n" + md_df.to_markdown(index=False) + "\n" + notes_md)
     tex_df = display_frame(rows, metrics, lambda s: f"\\textbf{{{s}}}", group_by)
-    tex_df = tex_df.map(lambda v: v.replace("±", "$\\pm$").replace("*", "$^*$")
+    tex_df = tex_df.map(lambda v: re.sub(r"\*+", lambda m: f"$^{{{m.group()}}}$",
+                                         v.replace("±", "$\\pm$"))
                         if isinstance(v, str) else v)
     tex_df.columns = [c.replace("_", "\\_") for c in tex_df.columns]
     n_labels = len(rows[0].labels) + 1 if rows else 1
