@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from _helpers import build_distiller, det_samples, total_loss
 from dipkd.baselines import ARSDLoss, IFKDLoss
 
 
@@ -307,52 +308,19 @@ LOSS_NAMES = {"arsd": {"loss_arsd_feat", "loss_arsd_cls", "loss_arsd_reg"},
               "ifkd": {"loss_ifkd_feat", "loss_ifkd_cls"}}
 
 
-def _samples(h, w, boxes_per_image):
-    from mmdet.structures import DetDataSample
-    from mmengine.structures import InstanceData
-    out = []
-    for boxes in boxes_per_image:
-        s = DetDataSample()
-        s.set_metainfo(dict(img_shape=(h, w), pad_shape=(h, w), batch_input_shape=(h, w),
-                            ori_shape=(h, w), scale_factor=(1.0, 1.0)))
-        b = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
-        s.gt_instances = InstanceData(bboxes=b, labels=torch.zeros(len(b), dtype=torch.long))
-        out.append(s)
-    return out
-
-
 @pytest.mark.parametrize("detector", ["faster_rcnn", "retinanet"])
 @pytest.mark.parametrize("method", ["arsd", "ifkd"])
 def test_distiller_trains_the_student_only(method, detector, params, tmp_path):
-    from mmengine.config import ConfigDict
-    from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
-
-    from dipkd import mmdet_plugins  # noqa: F401  (registries)
-    from dipkd.config.mmdet_config import build_distill_config
-    from dipkd.config.params import distill_spec, run_spec
-    from dipkd.models.detectors import detector_cfg
-
-    register_all_modules()
     torch.manual_seed(0)
     params["methods"][method] = dict(METHOD_PARAMS[method])
-    teacher_spec = run_spec(params, "teacher", "ssdd", detector)
-    teacher = MODELS.build(ConfigDict(detector_cfg(detector, 50, False, teacher_spec.model)))
-    teacher.init_weights()
-    ckpt = tmp_path / "teacher.pth"
-    torch.save({"state_dict": teacher.state_dict(), "meta": {}}, ckpt)
-    cfg = build_distill_config(distill_spec(params, method, "ssdd", detector), teacher_spec,
-                               ckpt)
-    model = MODELS.build(cfg.model)
-    model.init_weights()
+    model, _, _ = build_distiller(params, method, detector, tmp_path)
     model.train()
     losses = model.loss(torch.randn(2, 3, 64, 96),
-                        _samples(64, 96, [[[10, 12, 40, 44]], []]))   # second image: no ship
+                        det_samples(64, 96, [[[10, 12, 40, 44]], []]))   # second image: no ship
     assert LOSS_NAMES[method] <= set(losses)
     for name in LOSS_NAMES[method]:
         assert torch.isfinite(losses[name]) and losses[name].requires_grad, name
-    total = sum(v.sum() if isinstance(v, torch.Tensor) else sum(x.sum() for x in v)
-                for k, v in losses.items() if "loss" in k)
+    total = total_loss(losses)
     assert torch.isfinite(total)
     total.backward()
     assert all(p.grad is None for p in model.teacher.parameters())

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from _helpers import build_distiller, det_samples, total_loss
 from dipkd.baselines import METHODS, TWALoss
 
 
@@ -176,56 +177,23 @@ def test_level_count_mismatch_is_rejected():
 
 # --- inside the real distiller ------------------------------------------------------------
 
-def _samples(h, w, boxes_per_image):
-    from mmdet.structures import DetDataSample
-    from mmengine.structures import InstanceData
-    out = []
-    for boxes in boxes_per_image:
-        s = DetDataSample()
-        s.set_metainfo(dict(img_shape=(h, w), pad_shape=(h, w), batch_input_shape=(h, w),
-                            ori_shape=(h, w), scale_factor=(1.0, 1.0)))
-        b = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
-        s.gt_instances = InstanceData(bboxes=b, labels=torch.zeros(len(b), dtype=torch.long))
-        out.append(s)
-    return out
-
-
 @pytest.mark.parametrize("detector", ["faster_rcnn", "retinanet"])
 def test_twa_in_the_feature_distiller(detector, params, tmp_path):
-    from mmengine.config import ConfigDict
-    from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
-
-    from dipkd import mmdet_plugins  # noqa: F401  (registries)
-    from dipkd.config.mmdet_config import build_distill_config
-    from dipkd.config.params import distill_spec, run_spec
-    from dipkd.models.detectors import detector_cfg
-
-    register_all_modules()
     torch.manual_seed(0)
     params = copy.deepcopy(params)
     params["methods"]["twa"] = {"temp": 0.5, "alpha": 5.0e-5, "beta": 2.5e-5,
                                 "gamma": 5.0e-5, "lambda_": 5.0e-7}
-    teacher_spec = run_spec(params, "teacher", "ssdd", detector)
-    teacher = MODELS.build(ConfigDict(detector_cfg(detector, 50, False, teacher_spec.model)))
-    teacher.init_weights()
-    ckpt = tmp_path / "teacher.pth"
-    torch.save({"state_dict": teacher.state_dict(), "meta": {}}, ckpt)
-    cfg = build_distill_config(distill_spec(params, "twa", "ssdd", detector), teacher_spec,
-                               ckpt)
+    model, _, cfg = build_distiller(params, "twa", detector, tmp_path)
     assert cfg.model["kd_loss"]["type"] == "TWALoss"
-    model = MODELS.build(cfg.model)
-    model.init_weights()
     assert isinstance(model.kd_loss, TWALoss)
     model.train()
     losses = model.loss(torch.randn(2, 3, 96, 128),
-                        _samples(96, 128, [[[10, 20, 40, 50]], []]))   # 2nd image: no ship
+                        det_samples(96, 128, [[[10, 20, 40, 50]], []]))   # 2nd image: no ship
     names = {"loss_twa_cpam_fg", "loss_twa_cpam_bg", "loss_twa_cpam_att", "loss_twa_maam"}
     assert names <= set(losses)
     for k in names:
         assert torch.isfinite(losses[k]), k
-    total = sum(v.sum() if isinstance(v, torch.Tensor) else sum(x.sum() for x in v)
-                for k, v in losses.items() if "loss" in k)
+    total = total_loss(losses)
     assert torch.isfinite(total)
     total.backward()
     assert all(p.grad is None for p in model.teacher.parameters())

@@ -3,45 +3,14 @@ import copy
 
 import pytest
 import torch
-from mmengine.config import ConfigDict
-from mmengine.structures import InstanceData
 
-from dipkd import mmdet_plugins  # noqa: F401  (registries)
-from dipkd.config.mmdet_config import build_distill_config
-from dipkd.config.params import distill_spec, run_spec
+from _helpers import build_distiller, det_samples, total_loss
 from dipkd.distill.distiller import student_state_dict
-
-
-def _samples(h, w, boxes_per_image):
-    from mmdet.structures import DetDataSample
-    out = []
-    for boxes in boxes_per_image:
-        s = DetDataSample()
-        s.set_metainfo(dict(img_shape=(h, w), pad_shape=(h, w), batch_input_shape=(h, w),
-                            ori_shape=(h, w), scale_factor=(1.0, 1.0)))
-        b = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
-        s.gt_instances = InstanceData(bboxes=b, labels=torch.zeros(len(b), dtype=torch.long))
-        out.append(s)
-    return out
 
 
 @pytest.fixture(params=["faster_rcnn", "retinanet"])
 def distiller(request, params, tmp_path):
-    from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
-    register_all_modules()
-    detector = request.param
-    teacher_spec = run_spec(params, "teacher", "ssdd", detector)
-    from dipkd.models.detectors import detector_cfg
-    teacher = MODELS.build(ConfigDict(detector_cfg(detector, 50, False, teacher_spec.model)))
-    teacher.init_weights()
-    ckpt = tmp_path / "teacher.pth"
-    torch.save({"state_dict": teacher.state_dict(), "meta": {}}, ckpt)
-    spec = distill_spec(params, "dipkd", "ssdd", detector)
-    cfg = build_distill_config(spec, teacher_spec, ckpt)
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    return model, teacher.state_dict(), cfg
+    return build_distiller(params, "dipkd", request.param, tmp_path)
 
 
 def test_teacher_loaded_frozen_and_unchanged(distiller):
@@ -51,14 +20,13 @@ def test_teacher_loaded_frozen_and_unchanged(distiller):
     model.train()
     assert not model.teacher.training and model.student.training
     inputs = torch.randn(2, 3, 96, 128)
-    samples = _samples(96, 128, [[[10, 20, 40, 50]], []])   # second image: no ship
+    samples = det_samples(96, 128, [[[10, 20, 40, 50]], []])   # second image: no ship
     before = copy.deepcopy(model.teacher.state_dict())
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
     for _ in range(2):
         losses = model.loss(inputs, samples)
         assert {"loss_kd_tar", "loss_kd_ntar", "loss_rit"} <= set(losses)
-        total = sum(v.sum() if isinstance(v, torch.Tensor) else sum(x.sum() for x in v)
-                    for k, v in losses.items() if "loss" in k)
+        total = total_loss(losses)
         assert torch.isfinite(total)
         opt.zero_grad()
         total.backward()
@@ -74,7 +42,7 @@ def test_teacher_loaded_frozen_and_unchanged(distiller):
 def test_kd_losses_reach_the_student_features(distiller):
     model, _, _ = distiller
     model.train()
-    losses = model.loss(torch.randn(1, 3, 64, 96), _samples(64, 96, [[[8, 8, 40, 30]]]))
+    losses = model.loss(torch.randn(1, 3, 64, 96), det_samples(64, 96, [[[8, 8, 40, 30]]]))
     kd = losses["loss_kd_tar"] + losses["loss_kd_ntar"] + losses["loss_rit"]
     grads = torch.autograd.grad(kd, list(model.student.neck.parameters()), allow_unused=True)
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
@@ -87,5 +55,5 @@ def test_student_export_loads_in_plain_mmdet(distiller):
     result = student.load_state_dict(student_state_dict(model.state_dict()), strict=True)
     assert not result.missing_keys and not result.unexpected_keys
     model.eval()
-    out = model.predict(torch.randn(1, 3, 64, 96), _samples(64, 96, [[]]))
+    out = model.predict(torch.randn(1, 3, 64, 96), det_samples(64, 96, [[]]))
     assert "bboxes" in out[0].pred_instances

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from _helpers import tiny_workspace
 from dipkd import launch
 from dipkd.config.params import ParamsError
 
@@ -232,21 +233,9 @@ def _run(cwd, env, *args):
 
 
 def _workspace(ws, params, epochs, det="retinanet"):
-    """A project dir with a tiny ssdd dataset and ``compute.gpus: 2``; returns the student's
-    RunSpec."""
+    """A tiny ssdd project with ``compute.gpus: 2``; returns the student's RunSpec."""
     from dipkd.config.params import load_params, run_spec
-    from dipkd.datasets.synthetic import generate_dataset
-
-    params["datasets"], params["detectors"], params["baseline_detector"] = ["ssdd"], [det], det
-    params["compute"] = {"gpus": 2}
-    if "ablation" in params:  # Tables 3-5 run on one of the pipeline's datasets/detectors
-        params["ablation"].update(dataset="ssdd", detector=det)
-    prof = params["profiles"]["smoke"]
-    prof["data"]["ssdd"] = {"image_scale": 0.25, "num_train": 4, "num_test": 2}
-    prof["schedule"][det]["ssdd"].update(epochs=epochs, scale=[128, 96])
-    prof["train"].update(log_interval=1, warmup_iters=2)
-    (ws / "params.yaml").write_text(yaml.safe_dump(params))
-    generate_dataset(ws / "data" / "ssdd", preset="ssdd-like", seed=0, **prof["data"]["ssdd"])
+    tiny_workspace(ws, params, det, epochs, compute={"gpus": 2})
     return run_spec(load_params(ws / "params.yaml"), "student", "ssdd", det)
 
 

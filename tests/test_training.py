@@ -15,24 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from _helpers import tiny_workspace
+
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-
-
-def _workspace(tmp_path, params, epochs=1, detector="retinanet"):
-    """A project dir with a tiny dataset and a params.yaml for one ssdd/<detector> run."""
-    from dipkd.datasets.synthetic import generate_dataset
-    params["datasets"], params["detectors"] = ["ssdd"], [detector]
-    params["baseline_detector"] = detector
-    params["ablation"].update(dataset="ssdd", detector=detector)
-    prof = params["profiles"]["smoke"]
-    prof["data"]["ssdd"] = {"image_scale": 0.25, "num_train": 4, "num_test": 2}
-    prof["schedule"][detector]["ssdd"].update(epochs=epochs, scale=[128, 96])
-    prof["train"].update(log_interval=1, warmup_iters=2)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    generate_dataset(tmp_path / "data" / "ssdd", preset="ssdd-like", seed=0,
-                     **prof["data"]["ssdd"])
-    return tmp_path
 
 
 def _run(cwd, *args, check=True):
@@ -52,7 +38,7 @@ def _mlflow_runs(cwd):
 
 
 def test_train_evaluate_and_track(tmp_path, params):
-    ws = _workspace(tmp_path, params, epochs=2)
+    ws = tiny_workspace(tmp_path, params, epochs=2)
     out = _run(ws, "pipeline.train_student", "--dataset", "ssdd", "--detector", "retinanet")
     assert (ws / "models/student/ssdd-retinanet-seed0.pth").is_file()
     _run(ws, "pipeline.evaluate", "--role", "student", "--dataset", "ssdd",
@@ -89,7 +75,7 @@ def test_train_evaluate_and_track(tmp_path, params):
 
 
 def test_killed_training_resumes_from_last_checkpoint(tmp_path, params):
-    ws = _workspace(tmp_path, params, epochs=3)
+    ws = tiny_workspace(tmp_path, params, epochs=3)
     env = dict(os.environ, PYTHONPATH=str(REPO), DVC_ROOT=str(ws))
     cmd = [sys.executable, "-m", "pipeline.train_student", "--dataset", "ssdd",
            "--detector", "retinanet"]
@@ -120,8 +106,8 @@ def test_same_seed_same_metrics(tmp_path, params):
     results = []
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
-        ws = _workspace(tmp_path / name, yaml.safe_load(yaml.safe_dump(params)), epochs=1,
-                        detector="faster_rcnn")
+        ws = tiny_workspace(tmp_path / name, yaml.safe_load(yaml.safe_dump(params)),
+                            detector="faster_rcnn", epochs=1)
         _run(ws, "pipeline.train_teacher", "--dataset", "ssdd", "--detector", "faster_rcnn")
         _run(ws, "pipeline.evaluate", "--role", "teacher", "--dataset", "ssdd",
              "--detector", "faster_rcnn")

@@ -98,10 +98,8 @@ def validate(params: dict) -> None:
     if "baseline_detector" in params:
         _choose("baseline_detector", params["baseline_detector"], params["detectors"])
     _validate_ablation(params)
-    gpus = params.get("compute", {}).get("gpus", 0)
-    if not isinstance(gpus, int) or isinstance(gpus, bool) or gpus < 0:
-        raise ParamsError(f"params.yaml: compute.gpus must be a non-negative integer, "
-                          f"got {gpus!r}")
+    from ..launch import requested_processes  # checks compute.gpus
+    requested_processes(params)
     prof_name = params["profile"]
     prof = profiles[prof_name]
     where = f"profiles.{prof_name}"

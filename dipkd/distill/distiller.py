@@ -95,13 +95,14 @@ class FeatureDistiller(BaseDetector):
         losses = self.student.loss(batch_inputs, batch_data_samples)
         student_feats = self._captured["feats"]
         head_out = self._captured.get("head") or (None, None)
+        student_head = dense_head(self.student)
         kd = self.kd_loss(student_feats, teacher_feats, data_samples=batch_data_samples,
                           batch_input_shape=tuple(batch_inputs.shape[-2:]),
                           student_cls_scores=head_out[0], student_bbox_preds=head_out[1],
                           teacher_cls_scores=teacher_head_out[0],
                           teacher_bbox_preds=teacher_head_out[1],
-                          prior_generator=dense_head(self.student).prior_generator,
-                          bbox_coder=dense_head(self.student).bbox_coder)
+                          prior_generator=student_head.prior_generator,
+                          bbox_coder=student_head.bbox_coder)
         clash = set(kd) & set(losses)
         if clash:
             raise KeyError(f"KD loss names clash with the detector's: {sorted(clash)}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..config.params import distill_spec
 from .common import paper_values, read_seeds
 from .render import Row, write_table
 from .table1 import DETECTOR_NAMES, specs_for
@@ -19,7 +20,6 @@ LABELS = {"tau": "tau", "mask_rate": "mask rate"}
 
 
 def collect(params: dict, key: str, metrics_dir: Path = Path("metrics")) -> list[Row]:
-    from ..config.params import distill_spec
     ab = params["ablation"]
     default = params["methods"]["dipkd"][key]
     published = {float(k): v for k, v in paper_values()[TABLES[key][0]].items()}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .common import paper_values, read_seeds
 from .render import Row, write_table
-from .table1 import specs_for
+from .table1 import DETECTOR_NAMES, specs_for
 
 NAMES = {"student": "Student", "fitnet": "FitNet", "defeat": "DeFeat", "fgd": "FGD",
          "mgd": "MGD", "fkd": "FKD", "frs": "FRS", "arsd": "ARSD", "twa": "TWA",
@@ -71,7 +71,6 @@ def collect(params: dict, metrics_dir: Path = Path("metrics")) -> list[Row]:
 
 def write_table2(rows: list[Row], head: str, params: dict,
                  out_dir: Path = Path("reports")) -> None:
-    from .table1 import DETECTOR_NAMES
     det = params["baseline_detector"]
     star = "\\*"  # a literal asterisk in Markdown
     notes = [f"{star * len(_mark(params, m))} {NAMES.get(m, m)}: {FOOTNOTES[m]}."

@@ -65,7 +65,8 @@ def tables_fed(spec: RunSpec) -> str:
     if spec.method == "dipkd" and not spec.variant:
         return "table1,table2,table3,table4,table5"
     if spec.method == "dipkd":
-        return ",".join(sorted({SENSITIVITY_KEYS.get(part.rstrip("0123456789.-"), "table3")
+        return ",".join(sorted({next((t for k, t in SENSITIVITY_KEYS.items()
+                                      if part.startswith(k)), "table3")
                                 for part in spec.variant.split("-")}))
     return "table2"
 
