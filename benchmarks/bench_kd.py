@@ -20,14 +20,19 @@ from pathlib import Path
 import torch
 
 
-def _median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def _interleaved_medians(fns: dict, repeats: int) -> dict:
+    """Median seconds of each callable, measured in rounds that call every one once in turn
+    (after one warm-up call each), so a drift of the machine's speed during the run hits all
+    of them alike instead of whichever happened to run last."""
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def bench_wavelet(repeats: int = 5) -> dict:
@@ -35,10 +40,14 @@ def bench_wavelet(repeats: int = 5) -> dict:
     feats = [torch.randn(2, 256, s, s) for s in (128, 64, 32, 16, 8)]
     arrays = [f.numpy() for f in feats]
     den = WaveletDenoiser()
-    with torch.no_grad():
-        t_torch = _median_time(lambda: [den(f) for f in feats], repeats)
-    t_numpy = _median_time(lambda: [denoise_reference_numpy(a) for a in arrays], repeats)
-    return {"torch_s": t_torch, "numpy_s": t_numpy, "speedup": t_numpy / t_torch}
+
+    def ours():
+        with torch.no_grad():
+            return [den(f) for f in feats]
+    t = _interleaved_medians({"torch": ours,
+                              "numpy": lambda: [denoise_reference_numpy(a) for a in arrays]},
+                             repeats)
+    return {"torch_s": t["torch"], "numpy_s": t["numpy"], "speedup": t["numpy"] / t["torch"]}
 
 
 def _distiller(kd_loss: dict, detector: str):
@@ -80,27 +89,30 @@ def _batch(size: int):
 def bench_step(repeats: int = 5, detector: str = "faster_rcnn", size: int = 256,
                methods: list[str] | None = None) -> dict:
     """Median seconds of one training step of the distiller per KD method (params.yaml's
-    ``methods.<name>`` settings), all on the same batch in this process."""
+    ``methods.<name>`` settings), all on the same batch in this process, the methods taking
+    turns step by step (:func:`_interleaved_medians`)."""
     from dipkd.config.mmdet_config import kd_loss_cfg
     from dipkd.config.params import load_params
     params = load_params("params.yaml")
     methods = methods or ["fitnet", *params["baselines"], "dipkd"]
     inputs, samples = _batch(size)
-    results = {}
+    steps = {}
     for name in methods:
         model = _distiller(kd_loss_cfg(name, params["methods"][name]), detector)
         opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
-        def step():
+        def step(model=model, opt=opt):
             losses = model.loss(inputs, samples)
             total = sum(v.sum() if isinstance(v, torch.Tensor) else sum(x.sum() for x in v)
                         for k, v in losses.items() if "loss" in k)
             opt.zero_grad()
             total.backward()
             opt.step()
-        torch.manual_seed(0)
-        results[name] = _median_time(step, repeats)
-        print(f"[bench] {name}: {results[name]:.3f} s per step", flush=True)
+        steps[name] = step
+    torch.manual_seed(0)
+    results = _interleaved_medians(steps, repeats)
+    for name, sec in results.items():
+        print(f"[bench] {name}: {sec:.3f} s per step", flush=True)
     return results
 
 
@@ -109,8 +121,8 @@ def report(wave: dict, step: dict, detector: str, size: int) -> str:
     lines = [
         "## DIPKD benchmarks",
         "",
-        f"Measured in one run on this machine ({torch.get_num_threads()} threads, CPU); "
-        "compare the ratios, not the seconds.",
+        f"Measured in one run on this machine ({torch.get_num_threads()} threads, CPU), the "
+        "compared variants taking turns; compare the ratios, not the seconds.",
         "",
         "| benchmark | ours | reference | ratio | goal |",
         "|---|---|---|---|---|",

@@ -52,3 +52,21 @@ def test_sns_gradient_reaches_the_student_not_the_attention_source():
     sns(student, attention_source=teacher).sum().backward()
     assert student.grad is not None and student.grad.abs().sum() > 0
     assert teacher.grad is None
+
+
+def test_attention_maps_is_both_maps_from_one_pass():
+    from dipkd.kd.attention import attention_maps
+    x = torch.randn(2, 5, 7, 9)
+    a_s, a_c = attention_maps(x, 0.5)
+    assert torch.equal(a_s, spatial_attention(x, 0.5))
+    assert torch.equal(a_c, channel_attention(x, 0.5))
+
+
+def test_purify_pair_is_eq7_on_both_with_the_teachers_attention():
+    sns = SelectiveNoiseSuppression(tau=0.5)
+    teacher = torch.randn(2, 4, 9, 11)
+    student = torch.randn(2, 4, 9, 11, requires_grad=True)
+    fs, ft = sns.purify_pair(student, teacher)
+    assert torch.allclose(fs, sns(student, attention_source=teacher), atol=1e-6)
+    assert torch.allclose(ft, sns(teacher, attention_source=teacher), atol=1e-6)
+    assert fs.requires_grad and not ft.requires_grad

@@ -52,10 +52,7 @@ class DIPKDLoss(nn.Module):
                 fs = self.adapter(fs)
                 ft = ft.detach()
                 if self.use_sns:
-                    with torch.no_grad():
-                        ft_clean = self.sns(ft, attention_source=ft)
-                    fs = self.sns(fs, attention_source=ft)
-                    ft = ft_clean
+                    fs, ft = self.sns.purify_pair(fs, ft)
                 if self.use_kld:
                     lt, ln = kld_level_losses(fs, ft, boxes, batch_input_shape, self.mask_rate)
                     tar, ntar = tar + lt, ntar + ln

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .attention import channel_attention, spatial_attention
+from .attention import attention_maps
 from .wavelet import WaveletDenoiser
 
 
@@ -31,8 +31,9 @@ class SelectiveNoiseSuppression(nn.Module):
         self.denoise = WaveletDenoiser(wavelet, levels, threshold, threshold_scale)
 
     def attention(self, feat: torch.Tensor):
+        """(A^S, A^C) of Eq. 5-6, detached (weights, not something to train)."""
         with torch.no_grad():
-            return spatial_attention(feat, self.tau), channel_attention(feat, self.tau)
+            return attention_maps(feat, self.tau)
 
     def forward(self, feat: torch.Tensor, attention_source: torch.Tensor | None = None,
                 return_attention: bool = False):
@@ -41,3 +42,12 @@ class SelectiveNoiseSuppression(nn.Module):
         a_s, a_c = self.attention(feat if attention_source is None else attention_source)
         out = self.denoise(a_c * a_s * feat)
         return (out, a_s, a_c) if return_attention else out
+
+    def purify_pair(self, student: torch.Tensor, teacher: torch.Tensor):
+        """Eq. 7 on a student/teacher pair with the teacher's attention, computed once:
+        ``(f_wld(A^C A^S F^S), f_wld(A^C A^S F^T))``; the teacher side without gradient."""
+        with torch.no_grad():
+            a_s, a_c = attention_maps(teacher, self.tau)
+            weight = a_c * a_s
+            teacher_clean = self.denoise(teacher * weight)
+        return self.denoise(student * weight), teacher_clean
