@@ -9,9 +9,15 @@ through numpy and cuts them).
 One level along an axis of length N with filters of length L:
 analysis ``c[i] = sum_j h[j] * x_ext[2i + 1 + (L-1) - j]`` over the signal extended by
 L-1 mirrored samples on both sides (N_out = floor((N + L - 1) / 2)); synthesis is the
-transposed convolution of the coefficients with the reconstruction filters, cropped to
-2*N_c - L + 2 samples, exactly as pywt's ``idwt``. Both axes at once: the 2-D filters are
-the separable products, so one level is one ``conv2d`` (one ``conv_transpose2d`` back).
+transposed filtering of the coefficients with the reconstruction filters, cropped to
+2*N_c - L + 2 samples, exactly as pywt's ``idwt``. Two implementations:
+- any wavelet: separable, one axis at a time, each filter tap a strided slice (polyphase);
+- Haar/db1 (the default): the 2x2-block sums and differences in a few fused passes, as
+  custom autograd functions whose backward is the other transform (the transform is
+  orthonormal on even sizes; an odd axis first repeats its edge sample, which is what the
+  half-sample symmetric extension amounts to for a length-2 filter).
+Speed on CPU (``benchmarks/bench_kd.py``) is bound by memory traffic, so the code avoids
+fresh full-size tensors where it can (in-place thresholding when no graph is recorded).
 """
 from __future__ import annotations
 
@@ -263,6 +269,13 @@ class _SoftThreshold(torch.autograd.Function):
         return grad_x, grad_thr
 
 
+def _soft_threshold_(x: torch.Tensor, thr: torch.Tensor) -> torch.Tensor:
+    """In-place :func:`soft_threshold` of a tensor nothing else holds (no autograd)."""
+    clamped = torch.minimum(x, thr)
+    torch.maximum(clamped, -thr, out=clamped)
+    return x.sub_(clamped)
+
+
 def soft_threshold(x: torch.Tensor, thr) -> torch.Tensor:
     """``pywt.threshold(x, thr, mode='soft')``: sign(x) * max(|x| - thr, 0), computed as
     x - clamp(x, -thr, thr) (two passes instead of five, and a backward of three).
@@ -334,8 +347,7 @@ class WaveletDenoiser(nn.Module):
             if torch.is_grad_enabled() and x.requires_grad:
                 out.append(tuple(soft_threshold(b, thr) for b in (ch, cv, cd)))
             else:  # no graph to keep: threshold the fresh bands in place
-                out.append(tuple(b.sub_(torch.maximum(torch.minimum(b, thr), -thr))
-                                 for b in (ch, cv, cd)))
+                out.append(tuple(_soft_threshold_(b, thr) for b in (ch, cv, cd)))
         return waverec2(out, self.wavelet)[..., :h, :w]
 
 
