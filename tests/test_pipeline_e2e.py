@@ -53,6 +53,24 @@ def _shrink(params: dict) -> None:
     params["ablation"].update(combos=["rit"], tau=[1.0], mask_rate=[1.0])
 
 
+def _reflink_works(directory: Path) -> bool:
+    probe = directory / ".reflink-probe"
+    probe.write_bytes(b"x")
+    try:
+        return subprocess.run(["cp", "--reflink=always", str(probe), str(probe) + "2"],
+                              capture_output=True).returncode == 0
+    finally:
+        for leftover in directory.glob(".reflink-probe*"):
+            leftover.unlink()
+
+
+def _assert_models_stored_once(ws: Path):
+    """.dvc/config links the cache into the workspace (reflink, else hardlink): a model is
+    on disk once, not twice."""
+    model = next((ws / "models").rglob("*.pth"))
+    assert model.stat().st_nlink == 2 or _reflink_works(ws), model
+
+
 def test_dvc_repro_builds_every_table_and_tracks_every_run(tmp_path):
     ws = tmp_path / "repo"
     _copy_repo(ws)
@@ -61,6 +79,8 @@ def test_dvc_repro_builds_every_table_and_tracks_every_run(tmp_path):
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _sh(ws, "git", "init", "-q")
     _sh(ws, "dvc", "repro")
+
+    _assert_models_stored_once(ws)
 
     table = (ws / "reports/table1.md").read_text()
     ours = [line for line in table.splitlines() if line.startswith("| SSDD")]
