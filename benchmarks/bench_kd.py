@@ -4,11 +4,13 @@
    path, on FPN-shaped features of a 512x512 input (batch 2, 256 channels, 5 levels).
    Goal: >= 10x faster on CPU.
 2. One distiller training step with DIPKD vs the same distiller with plain Eq. 2 MSE KD
-   (FitNet), on the same batch. Goal: DIPKD costs at most 10% more per step.
+   (FitNet), on the same batch, for each detector. Goal: DIPKD costs at most 10% more per
+   step.
 3. The same step for every KD method of Table 2 (``fitnet`` + ``baselines`` of params.yaml),
    relative to FitNet.
 
     python benchmarks/bench_kd.py [--out reports/benchmarks.md] [--repeats 5]
+                                  [--detectors faster_rcnn retinanet]
 """
 from __future__ import annotations
 
@@ -116,8 +118,17 @@ def bench_step(repeats: int = 5, detector: str = "faster_rcnn", size: int = 256,
     return results
 
 
-def report(wave: dict, step: dict, detector: str, size: int) -> str:
+def _step_row(detector: str, size: int, step: dict) -> str:
     overhead = step["dipkd"] / step["fitnet"] - 1.0
+    return (f"| distiller train step, {detector} R50->R18, batch 2 at {size}x{size} | DIPKD "
+            f"{step['dipkd']:.3f} s | Eq. 2 MSE {step['fitnet']:.3f} s | "
+            f"{100 * overhead:+.1f}% per step | <= +10% |")
+
+
+def report(wave: dict, step: dict, detector: str, size: int,
+           other_detectors: dict | None = None) -> str:
+    """Markdown of the measurements; ``other_detectors`` maps a detector to its own
+    ``{"fitnet": s, "dipkd": s}`` step times (one more row of the DIPKD table each)."""
     lines = [
         "## DIPKD benchmarks",
         "",
@@ -128,9 +139,8 @@ def report(wave: dict, step: dict, detector: str, size: int) -> str:
         "|---|---|---|---|---|",
         f"| wavelet denoise, batch 2 x 256 ch, FPN levels of 512x512 | torch {wave['torch_s']:.3f} s"
         f" | PyWavelets/numpy {wave['numpy_s']:.3f} s | {wave['speedup']:.1f}x faster | >= 10x |",
-        f"| distiller train step, {detector} R50->R18, batch 2 at {size}x{size} | DIPKD "
-        f"{step['dipkd']:.3f} s | Eq. 2 MSE {step['fitnet']:.3f} s | "
-        f"{100 * overhead:+.1f}% per step | <= +10% |",
+        _step_row(detector, size, step),
+        *[_step_row(det, size, times) for det, times in (other_detectors or {}).items()],
         "",
         f"## Training step per KD method ({detector} R50->R18, batch 2 at {size}x{size})",
         "",
@@ -145,12 +155,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--detector", default="faster_rcnn")
+    parser.add_argument("--detectors", nargs="+", default=["faster_rcnn", "retinanet"],
+                        help="DIPKD vs Eq. 2 on each; every method on the first")
     parser.add_argument("--size", type=int, default=256)
     args = parser.parse_args()
     wave = bench_wavelet(args.repeats)
-    step = bench_step(args.repeats, args.detector, args.size)
-    text = report(wave, step, args.detector, args.size)
+    first, *others = args.detectors
+    step = bench_step(args.repeats, first, args.size)
+    other = {det: bench_step(args.repeats, det, args.size, methods=["fitnet", "dipkd"])
+             for det in others}
+    text = report(wave, step, first, args.size, other)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

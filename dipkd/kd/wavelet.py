@@ -127,20 +127,26 @@ def _haar_analysis(x: torch.Tensor):
     """Orthonormal 2-D Haar step of an even-sized x: with x00, x01, x10, x11 the samples of
     each 2x2 block, cA = (x00+x01+x10+x11)/2, cH = (x00+x01-x10-x11)/2,
     cV = (x00-x01+x10-x11)/2, cD = (x00-x01-x10+x11)/2 (pywt's signs). Row pairs first,
-    halved by ``lerp`` so no separate scaling pass is needed."""
+    halved by ``lerp`` so no separate scaling pass is needed. Returns ``(cA, details)`` with
+    the details stacked on a new first axis: ``details[0..2] = cH, cV, cD``."""
     *lead, h, w = x.shape
     rows = x.reshape(*lead, h // 2, 2, w)
     s = torch.lerp(rows[..., 0, :], rows[..., 1, :], 0.5)     # (even + odd row) / 2
     t = rows[..., 0, :] - s                                    # (even - odd row) / 2
     s0, s1, t0, t1 = s[..., 0::2], s[..., 1::2], t[..., 0::2], t[..., 1::2]
-    return s0 + s1, t0 + t1, s0 - s1, t0 - t1
+    details = x.new_empty(3, *lead, h // 2, w // 2, dtype=s.dtype)
+    torch.add(t0, t1, out=details[0])
+    torch.sub(s0, s1, out=details[1])
+    torch.sub(t0, t1, out=details[2])
+    return s0 + s1, details
 
 
-def _haar_synthesis(ca, ch, cv, cd) -> torch.Tensor:
+def _haar_synthesis(ca: torch.Tensor, details: torch.Tensor) -> torch.Tensor:
     """Inverse (= transpose) of :func:`_haar_analysis`, written straight into the
     interleaved output."""
     *lead, h, w = ca.shape
-    dtype = torch.result_type(ca, ch)
+    ch, cv, cd = details
+    dtype = torch.result_type(ca, details)
     s = ca.new_empty(*lead, h, w, 2, dtype=dtype)
     t = torch.empty_like(s)
     torch.lerp(ca, cv, 0.5, out=s[..., 0])                    # s0 = (cA + cV) / 2
@@ -162,16 +168,16 @@ class _HaarDWT2(torch.autograd.Function):
         return _haar_analysis(x)
 
     @staticmethod
-    def backward(ctx, ga, gh, gv, gd):
-        return _HaarIDWT2.apply(ga, gh, gv, gd)
+    def backward(ctx, grad_ca, grad_details):
+        return _HaarIDWT2.apply(grad_ca, grad_details)
 
 
 class _HaarIDWT2(torch.autograd.Function):
     """Haar synthesis; its backward is the analysis."""
 
     @staticmethod
-    def forward(ctx, ca, ch, cv, cd):
-        return _haar_synthesis(ca, ch, cv, cd)
+    def forward(ctx, ca, details):
+        return _haar_synthesis(ca, details)
 
     @staticmethod
     def backward(ctx, grad):
@@ -187,28 +193,39 @@ def _pad_to_even(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def dwt2(x: torch.Tensor, wavelet):
-    """One 2-D level on the last two axes: ``(cA, (cH, cV, cD))`` as ``pywt.dwt2``. Haar
-    takes a fused path (:func:`_haar_analysis`); other wavelets the separable polyphase one."""
-    wavelet = _wavelet(wavelet) if isinstance(wavelet, str) else wavelet
+def _dwt2_stacked(x: torch.Tensor, wavelet: pywt.Wavelet):
+    """One 2-D level as ``(cA, details)``, the three detail bands stacked on a new first
+    axis (cH, cV, cD). Haar takes the fused path (:func:`_haar_analysis`), other wavelets
+    the separable polyphase one."""
     if _is_haar(wavelet):
-        ca, ch, cv, cd = _HaarDWT2.apply(_pad_to_even(x))
-        return ca, (ch, cv, cd)
+        return _HaarDWT2.apply(_pad_to_even(x))
     lo_w, hi_w = _dwt_axis(x, wavelet, -1)                  # along width
     ca, ch = _dwt_axis(lo_w, wavelet, -2)                    # ch: detail along height
     cv, cd = _dwt_axis(hi_w, wavelet, -2)
-    return ca, (ch, cv, cd)
+    return ca, torch.stack([ch, cv, cd])
+
+
+def _idwt2_stacked(ca: torch.Tensor, details: torch.Tensor, wavelet: pywt.Wavelet):
+    """Inverse of :func:`_dwt2_stacked`."""
+    if _is_haar(wavelet):
+        return _HaarIDWT2.apply(ca, details)
+    ch, cv, cd = details
+    lo_w = _idwt_axis(ca, ch, wavelet, -2)
+    hi_w = _idwt_axis(cv, cd, wavelet, -2)
+    return _idwt_axis(lo_w, hi_w, wavelet, -1)
+
+
+def dwt2(x: torch.Tensor, wavelet):
+    """One 2-D level on the last two axes: ``(cA, (cH, cV, cD))`` as ``pywt.dwt2``."""
+    wavelet = _wavelet(wavelet) if isinstance(wavelet, str) else wavelet
+    ca, details = _dwt2_stacked(x, wavelet)
+    return ca, tuple(details.unbind(0))
 
 
 def idwt2(ca: torch.Tensor, details, wavelet) -> torch.Tensor:
     """Inverse of :func:`dwt2` (``pywt.idwt2``)."""
     wavelet = _wavelet(wavelet) if isinstance(wavelet, str) else wavelet
-    ch, cv, cd = details
-    if _is_haar(wavelet):
-        return _HaarIDWT2.apply(ca, ch, cv, cd)
-    lo_w = _idwt_axis(ca, ch, wavelet, -2)
-    hi_w = _idwt_axis(cv, cd, wavelet, -2)
-    return _idwt_axis(lo_w, hi_w, wavelet, -1)
+    return _idwt2_stacked(ca, torch.stack(tuple(details)), wavelet)
 
 
 def max_level(size: int, wavelet) -> int:
@@ -256,10 +273,10 @@ class _SoftThreshold(torch.autograd.Function):
     def backward(ctx, grad):
         (y,) = ctx.saved_tensors
         sign = torch.sign(y)
-        grad_x = grad * sign.abs() if ctx.needs_input_grad[0] else None
+        prod = grad * sign                         # grad where y > 0, -grad where y < 0
+        grad_x = prod * sign if ctx.needs_input_grad[0] else None  # sign^2 = [y != 0]
         grad_thr = None
         if ctx.needs_input_grad[1]:
-            prod = grad * sign
             dims = [d for d in range(prod.dim())
                     if d >= prod.dim() - len(ctx.thr_shape)
                     and ctx.thr_shape[d - prod.dim() + len(ctx.thr_shape)] == 1]
@@ -331,24 +348,30 @@ class WaveletDenoiser(nn.Module):
         level = self.levels_for(h, w)
         if level == 0:
             return x
-        coeffs = wavedec2(x, self.wavelet, level)
         n = x.shape[0]
-        shape = (n,) + (1,) * (x.dim() - 1)
+        thr_shape = (1, n) + (1,) * (x.dim() - 1)   # per sample, over the stacked bands
+        approx, details = x, []                     # details[0]: the finest level
+        for _ in range(level):
+            approx, stacked = _dwt2_stacked(approx, self.wavelet)
+            details.append(stacked)
         if self.threshold == "mad":
-            finest = coeffs[-1][2].reshape(n, -1).abs()
+            finest = details[0][2].reshape(n, -1).abs()
             sigma = torch.quantile(finest, 0.5, dim=1) / 0.6745
-            thr_all = (self.threshold_scale * sigma * math.sqrt(2 * math.log(h * w))).view(shape)
-        out = [coeffs[0]]
-        for ch, cv, cd in coeffs[1:]:
+            thr_all = self.threshold_scale * sigma * math.sqrt(2 * math.log(h * w))
+        differentiable = torch.is_grad_enabled() and x.requires_grad
+        for k, stacked in enumerate(details):
             if self.threshold == "std":
-                thr = (self.threshold_scale * population_std(ch.reshape(n, -1))).view(shape)
+                thr = self.threshold_scale * population_std(stacked[0].reshape(n, -1))
             else:
                 thr = thr_all
-            if torch.is_grad_enabled() and x.requires_grad:
-                out.append(tuple(soft_threshold(b, thr) for b in (ch, cv, cd)))
-            else:  # no graph to keep: threshold the fresh bands in place
-                out.append(tuple(_soft_threshold_(b, thr) for b in (ch, cv, cd)))
-        return waverec2(out, self.wavelet)[..., :h, :w]
+            thr = thr.view(thr_shape)
+            # no graph to keep: threshold the fresh bands in place
+            details[k] = (soft_threshold(stacked, thr) if differentiable
+                          else _soft_threshold_(stacked, thr))
+        for stacked in reversed(details):
+            hk, wk = stacked.shape[-2:]
+            approx = _idwt2_stacked(approx[..., :hk, :wk], stacked, self.wavelet)
+        return approx[..., :h, :w]
 
 
 def denoise_reference_numpy(x, wavelet: str = "db1", levels: int = 3, threshold: str = "std",
