@@ -23,14 +23,15 @@ import torch
 
 
 def _interleaved_medians(fns: dict, repeats: int) -> dict:
-    """Median seconds of each callable, measured in rounds that call every one once in turn
-    (after one warm-up call each), so a drift of the machine's speed during the run hits all
-    of them alike instead of whichever happened to run last."""
-    for fn in fns.values():
-        fn()
+    """Median seconds of each callable, measured in rounds in which every one takes its turn:
+    an untimed call, then a timed one. Taking turns spreads a drift of the machine's speed
+    over all of them instead of whichever ran last; the untimed call first brings the
+    callable's own memory back into the caches, as in a training run where the same model
+    steps again and again, so no method pays for the one that ran before it."""
     times = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
+            fn()
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
@@ -133,7 +134,8 @@ def report(wave: dict, step: dict, detector: str, size: int,
         "## DIPKD benchmarks",
         "",
         f"Measured in one run on this machine ({torch.get_num_threads()} threads, CPU), the "
-        "compared variants taking turns; compare the ratios, not the seconds.",
+        "compared variants taking turns (an untimed call, then a timed one, each turn); "
+        "compare the ratios, not the seconds.",
         "",
         "| benchmark | ours | reference | ratio | goal |",
         "|---|---|---|---|---|",
