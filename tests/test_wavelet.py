@@ -111,3 +111,12 @@ def test_denoiser_without_graph_matches_the_differentiable_path():
     with torch.no_grad():
         fast = den(x)
     assert torch.allclose(fast, den(x.clone().requires_grad_()), atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype,atol", [(torch.float16, 1e-2), (torch.bfloat16, 5e-2),
+                                        (torch.float64, 1e-6)])
+def test_denoiser_keeps_the_dtype(dtype, atol):
+    x = torch.randn(2, 4, 33, 30)
+    out = WaveletDenoiser()(x.to(dtype))
+    assert out.dtype == dtype
+    assert torch.allclose(out.float(), WaveletDenoiser()(x), atol=atol)

@@ -305,13 +305,17 @@ def soft_threshold(x: torch.Tensor, thr) -> torch.Tensor:
 def population_std(rows: torch.Tensor) -> torch.Tensor:
     """Population std of each row of ``rows`` (N, M), as ``np.std``, from the row sums of x
     and x^2 (``torch.std`` reduces these shapes an order of magnitude slower). Detail bands
-    have a mean near zero, so the one-pass formula loses no precision there; the variance is
-    floored at the dtype's smallest normal so the gradient of the root stays finite on a
-    constant band."""
+    have a mean near zero, so the one-pass formula loses no precision there; half-precision
+    rows are summed in float32. The variance is floored at float32's smallest normal so the
+    gradient of the root stays finite on a constant band."""
+    dtype = rows.dtype
+    if torch.finfo(dtype).bits < 32:
+        rows = rows.float()
     count = rows.shape[1]
     mean = rows.sum(dim=1) / count
     mean_sq = torch.linalg.vector_norm(rows, dim=1).square() / count
-    return (mean_sq - mean.square()).clamp(min=torch.finfo(rows.dtype).tiny).sqrt()
+    floor = torch.finfo(torch.float32).tiny
+    return (mean_sq - mean.square()).clamp(min=floor).sqrt().to(dtype)
 
 
 class WaveletDenoiser(nn.Module):
