@@ -4,10 +4,10 @@
    path, on FPN-shaped features of a 512x512 input (batch 2, 256 channels, 5 levels).
    Goal: >= 10x faster on CPU.
 2. One distiller training step with DIPKD vs the same distiller with plain Eq. 2 MSE KD
-   (FitNet), on the same batch, for each detector. Goal: DIPKD costs at most 10% more per
-   step.
+   (FitNet), on the same batch, for each detector; the two distillers alone in memory, as
+   in a training run. Goal: DIPKD costs at most 10% more per step.
 3. The same step for every KD method of Table 2 (``fitnet`` + ``baselines`` of params.yaml),
-   relative to FitNet.
+   relative to FitNet, all built in one process.
 
     python benchmarks/bench_kd.py [--out reports/benchmarks.md] [--repeats 5]
                                   [--detectors faster_rcnn retinanet]
