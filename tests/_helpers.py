@@ -1,5 +1,6 @@
 """Shared test helpers: mmdet data samples, a real FeatureDistiller with a saved random
-teacher, the summed loss of a loss dict, and a tiny project workspace for training stages."""
+teacher, the summed loss of a loss dict, the gradient checks of a distiller step, and a tiny
+project workspace for training stages."""
 from __future__ import annotations
 
 import torch
@@ -51,6 +52,21 @@ def total_loss(losses: dict) -> torch.Tensor:
     """The sum of every ``loss*`` entry of an mmdet loss dict (tensors or lists of them)."""
     return sum(v.sum() if isinstance(v, torch.Tensor) else sum(x.sum() for x in v)
                for k, v in losses.items() if "loss" in k)
+
+
+def has_gradient(parameters) -> bool:
+    """Some of ``parameters`` received a non-zero gradient."""
+    return any(p.grad is not None and p.grad.abs().sum() > 0 for p in parameters)
+
+
+def backward_reaches_student_only(model, losses: dict) -> None:
+    """Backpropagate the summed (finite) losses of a distiller step: the frozen teacher gets
+    no gradient, the student's FPN neck does."""
+    total = total_loss(losses)
+    assert torch.isfinite(total)
+    total.backward()
+    assert all(p.grad is None for p in model.teacher.parameters())
+    assert has_gradient(model.student.neck.parameters())
 
 
 def tiny_workspace(ws, params, detector="retinanet", epochs=1, **top_level):

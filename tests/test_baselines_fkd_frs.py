@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from _helpers import build_distiller, det_samples, total_loss
+from _helpers import (backward_reaches_student_only, build_distiller, det_samples,
+                      has_gradient)
 from dipkd.baselines import FKDLoss, FRSLoss
 
 
@@ -238,13 +239,6 @@ def test_distiller_trains_the_student_only(method, detector, params, tmp_path):
     assert LOSS_NAMES[method] <= set(losses)
     for name in LOSS_NAMES[method]:
         assert torch.isfinite(losses[name]) and losses[name].requires_grad, name
-    total = total_loss(losses)
-    assert torch.isfinite(total)
-    total.backward()
-    assert all(p.grad is None for p in model.teacher.parameters())
-    kd = sum(losses[name] for name in LOSS_NAMES[method])
-    assert any(p.grad is not None and p.grad.abs().sum() > 0
-               for p in model.student.neck.parameters())
-    assert any(p.grad is not None and p.grad.abs().sum() > 0
-               for p in model.kd_loss.parameters())
-    assert kd.item() > 0
+    backward_reaches_student_only(model, losses)
+    assert has_gradient(model.kd_loss.parameters())
+    assert sum(losses[name] for name in LOSS_NAMES[method]).item() > 0
