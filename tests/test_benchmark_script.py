@@ -18,8 +18,14 @@ def test_benchmark_reports_each_method_against_fitnet(monkeypatch):
     bench = _bench()
     step = bench.bench_step(repeats=1, size=64, methods=["fitnet", "frs", "dipkd"])
     assert set(step) == {"fitnet", "frs", "dipkd"} and all(v > 0 for v in step.values())
-    wave = {"torch_s": 0.1, "numpy_s": 1.0, "speedup": 10.0}
+    measured = bench.bench_wavelet(repeats=1)
+    assert {"kernel_s", "torch_s", "numpy_s", "speedup", "torch_speedup"} <= set(measured)
+    assert all(v > 0 for v in measured.values())
+    wave = {"kernel_s": 0.1, "torch_s": 0.25, "numpy_s": 1.0, "speedup": 10.0,
+            "torch_speedup": 4.0}
     text = bench.report(wave, step, "faster_rcnn", 64)
+    assert "fused CPU kernel 0.100 s | PyWavelets/numpy 1.000 s | 10.0x faster | >= 10x |" in text
+    assert "| torch 0.250 s | PyWavelets/numpy 1.000 s | 4.0x faster | |" in text
     assert "| frs |" in text and "| fitnet |" in text and "1.00x" in text
     assert "per step | <= +10% |" in text
     pairs = {"faster_rcnn": {"fitnet": 2.0, "dipkd": 2.1},

@@ -105,9 +105,12 @@ def test_soft_threshold_gradient_to_x_and_threshold():
                                                      thr.detach().requires_grad_()))
 
 
-def test_denoiser_without_graph_matches_the_differentiable_path():
+@pytest.mark.parametrize("fused_cpu", [True, False])
+def test_denoiser_without_graph_matches_the_differentiable_path(fused_cpu):
+    """Both no-graph paths (the fused numba kernel and torch's in-place thresholding) give
+    the differentiable path's numbers."""
     x = torch.randn(2, 3, 20, 13)
-    den = WaveletDenoiser("db1", 3)
+    den = WaveletDenoiser("db1", 3, fused_cpu=fused_cpu)
     with torch.no_grad():
         fast = den(x)
     assert torch.allclose(fast, den(x.clone().requires_grad_()), atol=1e-6)

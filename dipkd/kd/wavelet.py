@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dipkd.kd import haar_kernel
+
 THRESHOLD_RULES = ("std", "mad")
 
 
@@ -333,10 +335,16 @@ class WaveletDenoiser(nn.Module):
       (use ``threshold_scale=1`` for the textbook rule).
     Levels are capped by the input size (``pywt.dwt_max_level``); the output has exactly the
     input's H x W.
+
+    A call that records no graph on a float32/float64 CPU tensor of the default kind (Haar,
+    ``'std'`` rule, at least 3 dims) runs the fused numba kernel of
+    :mod:`dipkd.kd.haar_kernel` (same numbers; several times faster, see
+    ``benchmarks/bench_kd.py``) unless ``fused_cpu`` is False; every other call takes the
+    torch path below, which is differentiable and runs on any device.
     """
 
     def __init__(self, wavelet: str = "db1", levels: int = 3, threshold: str = "std",
-                 threshold_scale: float = 0.5):
+                 threshold_scale: float = 0.5, fused_cpu: bool = True):
         super().__init__()
         if threshold not in THRESHOLD_RULES:
             raise ValueError(f"unknown threshold rule {threshold!r}; valid: "
@@ -347,15 +355,22 @@ class WaveletDenoiser(nn.Module):
         self.levels = levels
         self.threshold = threshold
         self.threshold_scale = threshold_scale
+        self.fused_cpu = fused_cpu
 
     def levels_for(self, h: int, w: int) -> int:
         return max(0, min(self.levels, max_level(min(h, w), self.wavelet)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() < 3:
+            raise ValueError(f"WaveletDenoiser takes (N, ..., H, W) features with at least "
+                             f"3 dims, got shape {tuple(x.shape)}")
         h, w = x.shape[-2:]
         level = self.levels_for(h, w)
         if level == 0:
             return x
+        differentiable = torch.is_grad_enabled() and x.requires_grad
+        if not differentiable and self._fused_kernel_takes(x):
+            return haar_kernel.haar_std_denoise(x, level, self.threshold_scale)
         n = x.shape[0]
         thr_shape = (1, n) + (1,) * (x.dim() - 1)   # per sample, over the stacked bands
         approx, details = x, []                     # details[0]: the finest level
@@ -366,7 +381,6 @@ class WaveletDenoiser(nn.Module):
             finest = details[0][2].reshape(n, -1).abs()
             sigma = torch.quantile(finest, 0.5, dim=1) / 0.6745
             thr_all = self.threshold_scale * sigma * math.sqrt(2 * math.log(h * w))
-        differentiable = torch.is_grad_enabled() and x.requires_grad
         for k, stacked in enumerate(details):
             if self.threshold == "std":
                 thr = self.threshold_scale * population_std(stacked[0].reshape(n, -1))
@@ -380,6 +394,11 @@ class WaveletDenoiser(nn.Module):
             hk, wk = stacked.shape[-2:]
             approx = _idwt2_stacked(approx[..., :hk, :wk], stacked, self.wavelet)
         return approx[..., :h, :w]
+
+    def _fused_kernel_takes(self, x: torch.Tensor) -> bool:
+        return (self.fused_cpu and haar_kernel.available() and _is_haar(self.wavelet)
+                and self.threshold == "std" and x.device.type == "cpu"
+                and x.dtype in (torch.float32, torch.float64))
 
 
 def denoise_reference_numpy(x, wavelet: str = "db1", levels: int = 3, threshold: str = "std",
@@ -405,3 +424,4 @@ def denoise_reference_numpy(x, wavelet: str = "db1", levels: int = 3, threshold:
         rec = pywt.waverec2(new, wav, mode="symmetric", axes=(-2, -1))
         out[i] = rec[..., :h, :w]
     return out
+
