@@ -22,6 +22,8 @@ No autograd: :class:`~dipkd.kd.wavelet.WaveletDenoiser` calls this only when no 
 recorded (the teacher's side of every distillation step, evaluation, the speckle figures);
 the differentiable call keeps the torch path. Maps are split into chunks run on a small
 thread pool (the kernels release the GIL), as many threads as ``torch.get_num_threads()``.
+The first call in a fresh install compiles the kernels (a few seconds per dtype); numba
+caches the machine code beside this module, or in its user cache when that is read-only.
 """
 from __future__ import annotations
 
