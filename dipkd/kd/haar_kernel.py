@@ -82,7 +82,7 @@ def _analysis(src, h, w, ca, ch, cv, cd, half, store_details):
     for i in range((h + 1) // 2):
         r0 = 2 * i
         r1 = min(r0 + 1, h - 1)
-        row = src[0, 0] * 0
+        row = half - half            # a zero of the data type
         row2 = row
         for j in range(we):          # full blocks: a branch-free loop LLVM vectorises
             a, e, v, f = _block(src, r0, r1, 2 * j, 2 * j + 1, half)
