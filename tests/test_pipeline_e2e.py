@@ -124,6 +124,10 @@ def test_dvc_repro_builds_every_table_and_tracks_every_run(tmp_path):
     rit_only = next(r for r in distilled if r.data.tags.get("variant") == "rit")
     assert rit_only.data.tags["tables"] == "table3" and "loss_kd_tar" not in rit_only.data.metrics
 
+    # caches written next to the sources (bytecode, numba's kernels) are not stage inputs
+    cache = ws / "dipkd" / "kd" / "__pycache__"
+    cache.mkdir(exist_ok=True)
+    (cache / "probe.nbi").write_bytes(b"a kernel compiled after the stages ran")
     again = _sh(ws, "dvc", "repro")
     assert "Running stage" not in again
 
