@@ -61,14 +61,21 @@ else:  # pragma: no cover
 
 
 @_njit(inline="always", **_JIT)
-def _block(src, r0, r1, c0, c1, half):
-    """The 2x2 block's (cA, cH, cV, cD) in pywt's signs."""
+def _block(src, r0, r1, c0, c1, i, j, ca, ch, cv, cd, half, store_details):
+    """The 2x2 block at rows r0, r1 and columns c0, c1 in pywt's signs: cA = (a+b+c+d)/2
+    into ca[i, j], cH = (a+b-c-d)/2, cV = (a-b+c-d)/2, cD = (a-b-c+d)/2 into ch, cv, cd
+    when ``store_details``. Returns cH."""
     a = src[r0, c0]
     b = src[r0, c1]
     c = src[r1, c0]
     d = src[r1, c1]
-    return ((a + b + c + d) * half, (a + b - c - d) * half, (a - b + c - d) * half,
-            (a - b - c + d) * half)
+    e = (a + b - c - d) * half
+    ca[i, j] = (a + b + c + d) * half
+    if store_details:
+        ch[i, j] = e
+        cv[i, j] = (a - b + c - d) * half
+        cd[i, j] = (a - b - c + d) * half
+    return e
 
 
 @_njit(inline="always", **_JIT)
@@ -85,23 +92,14 @@ def _analysis(src, h, w, ca, ch, cv, cd, half, store_details):
         row = half - half            # a zero of the data type
         row2 = row
         for j in range(we):          # full blocks: a branch-free loop LLVM vectorises
-            a, e, v, f = _block(src, r0, r1, 2 * j, 2 * j + 1, half)
-            ca[i, j] = a
+            e = _block(src, r0, r1, 2 * j, 2 * j + 1, i, j, ca, ch, cv, cd, half,
+                       store_details)
             row += e
             row2 += e * e
-            if store_details:
-                ch[i, j] = e
-                cv[i, j] = v
-                cd[i, j] = f
         if wo > we:                  # odd width: the edge column repeated
-            a, e, v, f = _block(src, r0, r1, w - 1, w - 1, half)
-            ca[i, we] = a
+            e = _block(src, r0, r1, w - 1, w - 1, i, we, ca, ch, cv, cd, half, store_details)
             row += e
             row2 += e * e
-            if store_details:
-                ch[i, we] = e
-                cv[i, we] = v
-                cd[i, we] = f
         acc += row
         acc2 += row2
     return acc, acc2

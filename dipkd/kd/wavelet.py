@@ -424,4 +424,3 @@ def denoise_reference_numpy(x, wavelet: str = "db1", levels: int = 3, threshold:
         rec = pywt.waverec2(new, wav, mode="symmetric", axes=(-2, -1))
         out[i] = rec[..., :h, :w]
     return out
-
