@@ -17,6 +17,8 @@
 from __future__ import annotations
 
 import argparse
+import datetime
+import platform
 import statistics
 import time
 from pathlib import Path
@@ -131,6 +133,21 @@ def _step_row(detector: str, size: int, step: dict) -> str:
             f"{100 * overhead:+.1f}% per step | <= +10% |")
 
 
+def _machine() -> str:
+    """When and where this runs: the date, the CPU model and the versions that set the speed."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import numba
+    return (f"{datetime.date.today().isoformat()}, {cpu}, {torch.get_num_threads()} threads, "
+            f"torch {torch.__version__}, numba {numba.__version__}")
+
+
 def report(wave: dict, step: dict, detector: str, size: int,
            pairs: dict | None = None) -> str:
     """Markdown of the measurements. ``step``: seconds per step of every method on
@@ -140,7 +157,7 @@ def report(wave: dict, step: dict, detector: str, size: int,
     lines = [
         "## DIPKD benchmarks",
         "",
-        f"Measured in one run on this machine ({torch.get_num_threads()} threads, CPU), the "
+        f"Measured in one run on this machine ({_machine()}; CPU), the "
         "compared variants taking turns (an untimed call, then a timed one, each turn); "
         "compare the ratios, not the seconds.",
         "",

@@ -28,6 +28,7 @@ def test_benchmark_reports_each_method_against_fitnet(monkeypatch):
     assert "| torch 0.250 s | PyWavelets/numpy 1.000 s | 4.0x faster | |" in text
     assert "| frs |" in text and "| fitnet |" in text and "1.00x" in text
     assert "per step | <= +10% |" in text
+    assert f"threads, torch {bench.torch.__version__}, numba " in text  # when and where
     pairs = {"faster_rcnn": {"fitnet": 2.0, "dipkd": 2.1},
              "retinanet": {"fitnet": 1.0, "dipkd": 1.05}}
     both = bench.report(wave, step, "faster_rcnn", 64, pairs)
