@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := $(CURDIR)/.venv
 RUN := PATH="$(VENV)/bin:$$PATH"
 
-.PHONY: setup repro test test-fast bench mlflow-ui
+.PHONY: setup repro test test-fast bench kd-terms study mlflow-ui
 
 setup:
 	@bash scripts/setup.sh
@@ -17,6 +17,15 @@ test: setup
 
 test-fast: setup
 	$(RUN) python -m pytest -m "not slow"
+
+kd-terms: setup
+	$(RUN) python benchmarks/kd_terms.py --out reports/kd_terms.md
+
+# A committed study (studies/$(STUDY).yaml) through DVC in a worktree; report in
+# reports/studies/$(STUDY)/ (pipeline/study.py).
+STUDY ?= cpu
+study: setup
+	$(RUN) python -m pipeline.study --name $(STUDY)
 
 mlflow-ui: setup
 	$(RUN) mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db

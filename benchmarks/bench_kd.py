@@ -60,7 +60,7 @@ def bench_wavelet(repeats: int = 5) -> dict:
             "speedup": t["numpy"] / t["kernel"], "torch_speedup": t["numpy"] / t["torch"]}
 
 
-def _distiller(kd_loss: dict, detector: str):
+def _distiller(method: str, detector: str):
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     from mmengine.config import ConfigDict
@@ -71,10 +71,11 @@ def _distiller(kd_loss: dict, detector: str):
     register_all_modules()
     params = load_params("params.yaml")
     spec = run_spec(params, "student", "ssdd", detector)
+    from dipkd.config.mmdet_config import distiller_cfg
     student = detector_cfg(detector, 18, False, spec.model)
     teacher = detector_cfg(detector, 50, False, spec.model)
-    model = MODELS.build(ConfigDict(type="FeatureDistiller", student=student, teacher=teacher,
-                                    kd_loss=kd_loss))
+    model = MODELS.build(ConfigDict(distiller_cfg(student, teacher, method,
+                                                  params["methods"][method])))
     model.init_weights()
     return model.train()
 
@@ -101,14 +102,13 @@ def bench_step(repeats: int = 5, detector: str = "faster_rcnn", size: int = 256,
     """Median seconds of one training step of the distiller per KD method (params.yaml's
     ``methods.<name>`` settings), all on the same batch in this process, the methods taking
     turns step by step (:func:`_interleaved_medians`)."""
-    from dipkd.config.mmdet_config import kd_loss_cfg
     from dipkd.config.params import load_params
     params = load_params("params.yaml")
     methods = methods or ["fitnet", *params["baselines"], "dipkd"]
     inputs, samples = _batch(size)
     steps = {}
     for name in methods:
-        model = _distiller(kd_loss_cfg(name, params["methods"][name]), detector)
+        model = _distiller(name, detector)
         opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
         def step(model=model, opt=opt):

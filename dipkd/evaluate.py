@@ -18,8 +18,10 @@ from .datasets.coco_layout import validate_layout
 from .evaluation.coco_eval import METRIC_NAMES, write_metrics_json
 
 
-def test_model(spec: RunSpec, model_path: Path, cfg=None) -> dict:
-    """Run the test loop on ``model_path``; return ``{metric: value or None}``."""
+def test_model(spec: RunSpec, model_path: Path, cfg=None,
+               detections_out: Path | None = None) -> dict:
+    """Run the test loop on ``model_path``; return ``{metric: value or None}``. With
+    ``detections_out`` the test-set detections are written there too (COCO results JSON)."""
     from mmengine.runner import Runner
 
     from . import mmdet_plugins  # noqa: F401
@@ -32,6 +34,8 @@ def test_model(spec: RunSpec, model_path: Path, cfg=None) -> dict:
     cfg.work_dir = str(work_dir)
     cfg.load_from = str(model_path)
     cfg.resume = False
+    if detections_out is not None:
+        cfg.test_evaluator["detections_out"] = str(detections_out)
     runner = Runner.from_cfg(cfg)
     raw = runner.test()
     prefix = "coco/"
@@ -41,7 +45,8 @@ def test_model(spec: RunSpec, model_path: Path, cfg=None) -> dict:
 
 def evaluate(spec: RunSpec, model_path: Path | None = None, out: Path | None = None,
              cfg=None) -> dict:
-    """Test, write the metrics JSON and log it into the model's MLflow run."""
+    """Test, write the metrics JSON (and the detections, :attr:`RunSpec.detections_path`)
+    and log it into the model's MLflow run."""
     import mlflow
 
     from .tracking import ensure_experiment
@@ -49,7 +54,10 @@ def evaluate(spec: RunSpec, model_path: Path | None = None, out: Path | None = N
     model_path = Path(model_path or spec.model_path)
     out = Path(out or spec.metrics_path)
     meta = safe_load(model_path).get("meta", {})
-    metrics = test_model(spec, model_path, cfg)
+    # the detections beside a custom metrics file, else at the run's own path
+    detections = (spec.detections_path if out == Path(spec.metrics_path)
+                  else out.with_suffix(".detections.json"))
+    metrics = test_model(spec, model_path, cfg, detections_out=detections)
     write_metrics_json(out, metrics, extra={"role": meta.get("role", spec.role),
                                             "dataset": spec.dataset.name,
                                             "detector": spec.detector,

@@ -1,5 +1,5 @@
 """DVC stages ``distill``, ``baseline``, ``ablation``, ``tau``, ``mask_rate``: train the
-student beside the frozen teacher (same seed) with a KD method (default DIPKD; a DIPKD
+student beside the frozen teacher (the one of ``teacher_seed``, shared by every seed) with a KD method (default DIPKD; a DIPKD
 variant with ``--switches``/``--set``), export the student."""
 import torch
 
@@ -12,10 +12,10 @@ from pipeline._cli import DATASET, DETECTOR, SEED, SET, SWITCHES, run, variant_o
 def main(params, args):
     spec = distill_spec(params, args.method, args.dataset, args.detector, args.seed,
                         variant_overrides(args))
-    teacher = run_spec(params, "teacher", args.dataset, args.detector, spec.seed)
+    teacher = run_spec(params, "teacher", args.dataset, args.detector)   # the teacher_seed one
     if not teacher.model_path.is_file():
         raise FileNotFoundError(f"{teacher.model_path}: teacher checkpoint missing; run "
-                                f"train_teacher@{teacher.key}-{teacher.seed} first")
+                                f"train_teacher@{teacher.key} first")
     cfg = build_distill_config(spec, teacher, teacher.model_path,
                                deterministic=not torch.cuda.is_available())
     tags = {k: spec.method_params[k] for k in ("sns", "kld", "rit", "tau", "mask_rate")

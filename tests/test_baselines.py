@@ -72,9 +72,10 @@ def test_mgd_mask_ratio_and_gradients():
 
 
 def test_defeat_by_hand():
-    out = DeFeatLoss(student_channels=2, teacher_channels=2)(
+    out = DeFeatLoss(student_channels=2, teacher_channels=2, always_adapt=False, num_levels=1)(
         [torch.ones(1, 2, 4, 4)], [torch.zeros(1, 2, 4, 4)], BOX, (16, 16))
-    # fg: 2 x 4 elements / (2 x 8) = 0.5 -> x3; bg: 2 x 12 / (2 x 24) = 0.5 -> x12
+    # DeFeat's projection (stride 4): cols/rows int(1) .. int(3) excluded -> 2 x 2 = 4 cells
+    # fg: 2 x 4 elements / (2 x 8) = 0.5 -> x3; bg: 2 x 12 / (2 x 24) = 0.5 -> x12; one level
     assert out["loss_defeat_fg"].item() == pytest.approx(1.5)
     assert out["loss_defeat_bg"].item() == pytest.approx(6.0)
 

@@ -24,6 +24,7 @@ class _Priors:
 
     def __init__(self, strides, bases):
         self.strides, self.bases = strides, bases
+        self.num_levels = len(strides)
 
     def grid_priors(self, sizes, device="cpu"):
         out = []
@@ -65,6 +66,8 @@ def _arsd(**kw):
 
 
 def test_arsd_core_cells_use_the_max_iou_over_all_levels_and_area_weights():
+    # the IoU rule (mask_rule="iou", the released code's commented-out get_masks_2) with the
+    # paper's area weighting
     # box A (8x8 at the origin): IoU 1 with the level-1 anchor of cell (0, 0); its four level-0
     # anchors only reach 16/64 = 0.25 <= 0.5 x 1, so A is imitated on level 1 only.
     # box B (4x4 at (8, 8)): IoU 1 with the level-0 anchor of cell (2, 2); 0.25 on level 1.
@@ -73,7 +76,7 @@ def test_arsd_core_cells_use_the_max_iou_over_all_levels_and_area_weights():
     t = [torch.ones(1, 2, 4, 4), torch.ones(1, 2, 2, 2)]
     zs = [torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 2, 2)]
     zt = [torch.full((1, 1, 4, 4), 2.0), torch.full((1, 1, 2, 2), 2.0)]
-    out = _arsd(imitation_weight=1.0, cls_weight=1.0)(
+    out = _arsd(imitation_weight=1.0, cls_weight=1.0, mask_rule="iou", area_weighting=True)(
         s, t, boxes, (16, 16), student_cls_scores=zs, teacher_cls_scores=zt,
         prior_generator=TWO_LEVELS)
     w_a = 1 + math.exp(-8 / (16 / 2))       # 1 + exp(-sqrt(wh) / (sqrt(HW) / 2))
@@ -82,14 +85,15 @@ def test_arsd_core_cells_use_the_max_iou_over_all_levels_and_area_weights():
     assert out["loss_arsd_feat"].item() == pytest.approx(2 * (w_a + w_b) / norm, rel=1e-6)
     assert out["loss_arsd_cls"].item() == pytest.approx(2 * 4.0 / norm, rel=1e-6)
     # without area weighting every core cell weighs 1
-    plain = _arsd(imitation_weight=1.0, area_weighting=False)(
+    plain = _arsd(imitation_weight=1.0, mask_rule="iou", area_weighting=False)(
         s, t, boxes, (16, 16), prior_generator=TWO_LEVELS)
     assert plain["loss_arsd_feat"].item() == pytest.approx(2 * 2 / norm, rel=1e-6)
     # which cells: the difference only at level-0 cell (2, 2) and level-1 cell (0, 0) counts
     s2 = [x.clone() for x in t]
     s2[0][0, :, 2, 2] = 0.0
     s2[1][0, :, 0, 0] = 0.0
-    again = _arsd(imitation_weight=1.0)(s2, t, boxes, (16, 16), prior_generator=TWO_LEVELS)
+    again = _arsd(imitation_weight=1.0, mask_rule="iou", area_weighting=True)(
+        s2, t, boxes, (16, 16), prior_generator=TWO_LEVELS)
     assert again["loss_arsd_feat"].item() == pytest.approx(out["loss_arsd_feat"].item())
 
 
@@ -187,7 +191,8 @@ def _ifkd(**kw):
 
 
 # level 0 (1x4, FDR): teacher [1, 2, 3, 4], student ones; level 1 (2x2 of a 16x16 input, EDE):
-# the box covers cell (0, 0) only.
+# the box (9, 9, 15, 15) covers cell (1, 1) only (stride 8: floor(9/8) = 1 .. ceil(15/8) = 2,
+# clamped to the 2x2 map; with or without the cell of the ceil).
 T0, S0 = torch.tensor([1.0, 2.0, 3.0, 4.0]).view(1, 1, 1, 4), torch.ones(1, 1, 1, 4)
 T1, S1 = torch.tensor([[3.0, -1.0], [2.0, 5.0]]).view(1, 1, 2, 2), torch.ones(1, 1, 2, 2)
 Z = [torch.zeros(1, 1, 1, 4), torch.zeros(1, 1, 2, 2)]           # logits 0: score 0.5
@@ -201,21 +206,22 @@ def _ifkd_by_hand(rescale: bool):
     t0 = [abs(t - 0.5 * 2.5) if rescale else t for t in (1, 2, 3, 4)]
     s0 = [abs(1 - 0.5 * 1) if rescale else 1.0] * 4
     level0 = sum(d * (a - b) ** 2 for d, a, b in zip(d0, t0, s0)) / sum(d0)
-    # EDE: G(T * M) = relu([[3, 0], [0, 0]]) regressed by the student (ones)
+    # EDE: G(T * M) = relu([[0, 0], [0, 5]]) regressed by the student (ones)
     d1 = [2 * abs(t - 1) for t in (3, -1, 2, 5)]
-    g = [3, 0, 0, 0]
+    g = [0, 0, 0, 5]
     level1 = sum(d * (a - 1) ** 2 for d, a in zip(d1, g)) / sum(d1)
     return level0 + level1, 2 * math.log(2)          # BCE(0 logit, 0.5) = log 2 per cell
 
 
 @pytest.mark.parametrize("prob", [1.0, 0.0])
 def test_ifkd_by_hand(prob):
-    out = _ifkd(fdr_prob=prob)([S0, S1], [T0, T1], [_Sample([[0, 0, 8, 8]])], (16, 16),
+    out = _ifkd(fdr_prob=prob)([S0, S1], [T0, T1], [_Sample([[9, 9, 15, 15]])], (16, 16),
                                student_cls_scores=Z, teacher_cls_scores=Z)
     feat, cls = _ifkd_by_hand(rescale=prob == 1.0)
     assert out["loss_ifkd_feat"].item() == pytest.approx(feat, rel=1e-5)
     assert out["loss_ifkd_cls"].item() == pytest.approx(cls, rel=1e-5)
-    assert feat == pytest.approx(3.0625 + 5 / 3 if prob else 6.0 + 5 / 3)
+    # level 1: (4 x 1 + 4 x 1 + 2 x 1 + 8 x 16) / 18 = 23 / 3
+    assert feat == pytest.approx(3.0625 + 23 / 3 if prob else 6.0 + 23 / 3)
 
 
 def test_ifkd_hyperbolic_mask_matches_the_poincare_distance_formula():

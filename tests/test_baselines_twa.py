@@ -35,14 +35,14 @@ def test_registered_as_a_method():
 
 def test_cpam_by_hand():
     # zero teacher and all-ones student: both attentions uniform (A = 1), so L_att = 0;
-    # 16x16 input, 4x4 level, box (4,4,12,12) -> 4 target cells (S = 1/4), 12 bg (S = 1/12)
+    # 16x16 input, 4x4 level, box (4,4,12,12) -> 9 target cells (S = 1/9), 7 bg (S = 1/7)
     loss = TWALoss(alpha=0.1, beta=0.01, gamma=1.0, lambda_=0.0, student_channels=2,
                    teacher_channels=2, num_levels=1)
     out = loss([torch.ones(1, 2, 4, 4)], [torch.zeros(1, 2, 4, 4)],
                [_Sample([[4.0, 4.0, 12.0, 12.0]])], (16, 16))
     assert set(out) == {"loss_twa_cpam_fg", "loss_twa_cpam_bg", "loss_twa_cpam_att",
                         "loss_twa_maam"}
-    # fg: 2 channels x 4 cells x 1/4 x 1^2 = 2; bg: 2 x 12 x 1/12 = 2
+    # fg: 2 channels x 9 cells x 1/9 x 1^2 = 2; bg: 2 x 7 x 1/7 = 2
     assert out["loss_twa_cpam_fg"].item() == pytest.approx(0.2)
     assert out["loss_twa_cpam_bg"].item() == pytest.approx(0.02)
     assert out["loss_twa_cpam_att"].item() == pytest.approx(0.0, abs=1e-6)
@@ -69,10 +69,10 @@ def test_cpam_matches_a_plain_torch_rederivation():
         return (3 * e / e.sum(1, keepdim=True)).view(-1, 3, 1, 1)
 
     tar = torch.zeros(2, 1, 4, 4)
-    tar[0, 0, 1:3, 1:3] = 1.0
+    tar[0, 0, 1:4, 1:4] = 1.0                    # FGD's rule: rows/cols floor(1)..ceil(3)
     scale = torch.full((2, 1, 4, 4), 1.0 / 16)   # image 2: no ship, 16 background cells
-    scale[0] = 1.0 / 12
-    scale[0, 0, 1:3, 1:3] = 1.0 / 4
+    scale[0] = 1.0 / 7
+    scale[0, 0, 1:4, 1:4] = 1.0 / 9
     w = sp(t) * ch(t)
     sq = w * (t - s) ** 2
     fg = alpha * (sq * tar * scale).sum() / 2

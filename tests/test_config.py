@@ -32,7 +32,9 @@ def test_paper_profile_uses_the_authors_settings(params):
     frcnn = build_config(run_spec(params, "student", "hrsid", "faster_rcnn"))
     assert frcnn.train_dataloader.dataset.pipeline[2]["scale"] == (1200, 800)
     assert frcnn.model.train_cfg.rpn_proposal.max_per_img == 1000
-    assert frcnn.param_scheduler[1]["milestones"] == [16, 22]
+    assert frcnn.param_scheduler[1]["milestones"] == [16, 20]  # Mok-kn/Dip lr_config.step
+    assert cfg.param_scheduler[1]["milestones"] == [16, 20, 24]
+    assert cfg.param_scheduler[0]["start_factor"] == 0.001 and cfg.param_scheduler[0]["end"] == 500
 
 
 def test_data_and_evaluation_point_at_the_common_layout(params):
@@ -51,6 +53,19 @@ def test_milestones_follow_the_1x_shape():
     assert _milestones(12) == [8, 11]
     assert _milestones(36) == [24, 33]
     assert _milestones(1) == [1]
+
+
+@pytest.mark.parametrize("milestones", [None, [3], [1, 2, 5]])
+def test_multisteplr_uses_the_params_milestones_else_the_rule(params, milestones):
+    entry = params["profiles"]["smoke"]["schedule"]["retinanet"]["hrsid"]
+    entry["epochs"] = 6
+    if milestones is not None:
+        entry["milestones"] = milestones
+    cfg = build_config(run_spec(params, "student", "hrsid", "retinanet"))
+    step = cfg.param_scheduler[1]
+    assert step["type"] == "MultiStepLR" and step["gamma"] == 0.1 and step["end"] == 6
+    assert step["milestones"] == (milestones if milestones is not None else [4, 6])
+    assert _milestones(6) == [4, 6]
 
 
 def test_unknown_detector_is_refused():

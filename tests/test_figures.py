@@ -124,7 +124,7 @@ def test_missing_checkpoint_names_file_and_stage(fig_env):
         with pytest.raises(FileNotFoundError) as err:
             make_figures(params, out_dir=out)
         assert str(err.value) == (f"{teacher}: checkpoint missing; run "
-                                  "train_teacher@ssdd-faster_rcnn-0 first")
+                                  "train_teacher@ssdd-faster_rcnn first")
     finally:
         os.replace(teacher.with_suffix(".bak"), teacher)
     assert not out.exists()                         # failed before writing anything
@@ -201,9 +201,9 @@ def test_background_region_excludes_boxes_and_padding():
     # input 64x96 padded to 64x128, stride 8 -> 8x16 cells, 12 columns of real image
     region = background_region(np.array([[8, 8, 24, 16]]), (64, 96), (64, 128), (8, 16))
     assert region.shape == (8, 16)
-    assert not region[1:2, 1:3].any()               # the box's cells
+    assert not region[1:3, 1:4].any()               # the box's cells (FGD's rule: 2x3)
     assert not region[:, 12:].any()                 # the padding
-    assert region.sum() == 8 * 12 - 2
+    assert region.sum() == 8 * 12 - 6
 
 
 def test_heatmap_follows_the_feature_over_the_original_image():

@@ -9,7 +9,7 @@ def test_repository_params_are_valid(params):
 
 
 @pytest.mark.parametrize("key,value,expected", [
-    ("profile", "huge", "unknown profile 'huge'; valid: smoke, mini, paper"),
+    ("profile", "huge", "unknown profile 'huge'; valid: smoke, mini, study, paper"),
     ("datasets", ["ssdd", "dota"], "unknown dataset 'dota'; valid: ssdd, hrsid"),
     ("detectors", ["yolo"], "unknown detector 'yolo'; valid: faster_rcnn, retinanet"),
 ])
@@ -29,6 +29,30 @@ def test_unknown_source_and_missing_schedule(params):
         validate(params)
 
 
+@pytest.mark.parametrize("milestones", [[], [20, 16], [16, 16], [0, 8], [8, 30], [8.5],
+                                        [True], "16,20"])
+def test_schedule_milestones_must_be_increasing_epochs(params, milestones):
+    params["profiles"]["smoke"]["schedule"]["faster_rcnn"]["ssdd"].update(
+        epochs=24, milestones=milestones)
+    with pytest.raises(ParamsError) as err:
+        validate(params)
+    assert str(err.value) == (
+        "params.yaml: profiles.smoke.schedule.faster_rcnn.ssdd.milestones must be a list of "
+        f"increasing positive epochs <= epochs (24), got {milestones!r}")
+    params["profiles"]["smoke"]["schedule"]["faster_rcnn"]["ssdd"]["milestones"] = [16, 24]
+    validate(params)
+
+
+def test_paper_profile_milestones_are_the_authors(params):
+    sched = params["profiles"]["paper"]["schedule"]
+    assert sched["faster_rcnn"]["ssdd"]["milestones"] == [16, 20]
+    assert sched["faster_rcnn"]["hrsid"]["milestones"] == [16, 20]
+    assert sched["retinanet"]["ssdd"]["milestones"] == [16, 20, 24]
+    assert sched["retinanet"]["hrsid"]["milestones"] == [16, 20]
+    params["profile"] = "paper"
+    validate(params)
+
+
 def test_load_params_errors_are_one_line(tmp_path, write_params, params):
     with pytest.raises(ParamsError, match="params file not found"):
         load_params(tmp_path / "nope.yaml")
@@ -45,7 +69,8 @@ def test_run_spec_resolves_profile_and_role(params):
     params["profile"] = "paper"
     spec = run_spec(params, "teacher", "hrsid", "retinanet")
     assert spec.depth == 50 and spec.key == "hrsid-retinanet"
-    assert spec.schedule == {"epochs": 24, "lr": 0.001, "scale": [800, 800]}
+    assert spec.schedule == {"epochs": 24, "lr": 0.001, "scale": [800, 800],
+                             "milestones": [16, 20]}
     assert str(spec.model_path) == "models/teacher/hrsid-retinanet-seed0.pth"
     assert str(spec.metrics_path) == "metrics/teacher/hrsid-retinanet-seed0.json"
     student = run_spec(params, "student", "ssdd", "faster_rcnn")
@@ -101,8 +126,10 @@ def test_seeded_and_variant_run_paths(params):
     params["seeds"] = [0, 3]
     assert str(run_spec(params, "teacher", "ssdd", "retinanet").model_path) == \
         "models/teacher/ssdd-retinanet-seed0.pth"
+    with pytest.raises(ParamsError, match="unknown teacher seed 5; valid: 0"):
+        run_spec(params, "teacher", "ssdd", "retinanet", 5)   # one teacher: teacher_seed
     with pytest.raises(ParamsError, match="unknown seed 5; valid: 0, 3"):
-        run_spec(params, "teacher", "ssdd", "retinanet", 5)
+        run_spec(params, "student", "ssdd", "retinanet", 5)
     spec = distill_spec(params, "dipkd", "ssdd", "faster_rcnn", 3, parse_switches("sns_rit"))
     assert spec.variant == "sns_rit" and spec.method_params["kld"] is False
     assert str(spec.metrics_path) == "metrics/distilled/dipkd-sns_rit/ssdd-faster_rcnn-seed3.json"

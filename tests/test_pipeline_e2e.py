@@ -84,8 +84,10 @@ def test_dvc_repro_builds_every_table_and_tracks_every_run(tmp_path):
 
     table = (ws / "reports/table1.md").read_text()
     ours = [line for line in table.splitlines() if line.startswith("| SSDD")]
-    assert len(ours) == 6, table            # 2 detectors x {teacher, student, DIPKD}
+    assert len(ours) == 8, table    # 2 detectors x {teacher, student, DIPKD, DIPKD w/o inherit}
     assert "Profile `smoke`" in table and "| paper " in table
+    assert "Δ mAP vs student [95% CI]" in table and "teacher seed 0" in table
+    assert (ws / "detections/distilled/dipkd/ssdd-faster_rcnn-seed0.json").is_file()
     for n in range(1, 6):
         for ext in ("md", "tex", "csv"):
             assert (ws / f"reports/table{n}.{ext}").is_file(), (n, ext)
@@ -109,15 +111,21 @@ def test_dvc_repro_builds_every_table_and_tracks_every_run(tmp_path):
     client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{ws / 'mlflow.db'}")
     exp = client.get_experiment_by_name("dipkd-repro")
     runs = client.search_runs([exp.experiment_id])
-    # 2 teachers, 2 students, 2 DIPKD, 3 baselines, 1 ablation, 1 tau, 1 mask rate
-    assert len(runs) == 12
+    # 2 teachers, 2 students, 2 DIPKD, 2 DIPKD without inheritance, 3 baselines, 1 ablation,
+    # 1 tau, 1 mask rate
+    assert len(runs) == 14
     stages = {r.data.tags["dvc_stage"] for r in runs}
-    assert {"train_teacher@ssdd-faster_rcnn-0", "ablation@rit-0", "tau@1.0-0",
-            "mask_rate@1.0-0", "baseline@ifkd-ssdd-0"} <= stages, stages
+    assert {"train_teacher@ssdd-faster_rcnn", "ablation@rit-0", "tau@1.0-0",
+            "mask_rate@1.0-0", "baseline@ifkd-ssdd-0",
+            "distill_noinherit@ssdd-retinanet-0"} <= stages, stages
     assert all("test/mAP" in r.data.metrics for r in runs)
+    assert all("delta/mAP" in r.data.metrics and "delta/mAP_ci_low" in r.data.metrics
+               for r in runs if r.data.tags["role"] == "distilled")
     distilled = [r for r in runs if r.data.tags["method"] == "dipkd"]
-    assert len(distilled) == 5
+    assert len(distilled) == 7
     main = [r for r in distilled if "variant" not in r.data.tags]
+    assert {r.data.tags["variant"] for r in distilled if "variant" in r.data.tags} == {
+        "inheritfalse", "rit", "tau1.0", "mask_rate1.0"}
     assert len(main) == 2 and all(r.data.tags["sns"] == "True" and r.data.tags["kld"] == "True"
                                   and r.data.tags["rit"] == "True" for r in main)
     assert all("loss_kd_tar" in r.data.metrics and "loss_rit" in r.data.metrics for r in main)
@@ -142,5 +150,5 @@ def test_dvc_repro_builds_every_table_and_tracks_every_run(tmp_path):
     smoke["schedule"]["retinanet"]["ssdd"]["lr"] = 0.004
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     changed = set(json.loads(_sh(ws, "dvc", "status", "--json")))
-    assert changed == {"train_teacher@ssdd-retinanet-0", "train_student@ssdd-retinanet-0",
-                       "distill@ssdd-retinanet-0"}, changed
+    assert changed == {"train_teacher@ssdd-retinanet", "train_student@ssdd-retinanet-0",
+                       "distill@ssdd-retinanet-0", "distill_noinherit@ssdd-retinanet-0"}, changed

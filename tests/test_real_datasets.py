@@ -239,6 +239,29 @@ def test_hrsid_conversion_renumbers_ids(tmp_path):
     assert m["mAP"] == 1.0 and m["mAR"] == 1.0  # id 0 would have been lost
 
 
+def test_hrsid_keeps_the_release_area_and_falls_back_to_the_box(tmp_path):
+    """HRSID's ``area`` is the mask area: kept as is (it decides APs/APm/APl); w*h only when
+    the annotation has no valid area."""
+    src = make_hrsid(tmp_path / "src")
+    ann_file = src / "HRSID_JPG/annotations/train2017.json"
+    data = json.loads(ann_file.read_text())
+    anns = data["annotations"]  # boxes 20x8, 12x25, 20x8, 12x25
+    anns[0]["area"] = 101.0     # mask smaller than its box
+    del anns[1]["area"]         # missing -> 12 * 25
+    anns[2]["area"] = 0         # invalid -> 20 * 8
+    anns[3]["area"] = 2000      # larger than the box: still the release's value (medium)
+    ann_file.write_text(json.dumps(data))
+    with pytest.warns(UserWarning, match="5604 / 16951"):
+        summary = convert_hrsid(src, tmp_path / "out")
+    train = json.loads((tmp_path / "out/annotations/train.json").read_text())
+    assert [a["area"] for a in train["annotations"]] == [101.0, 300.0, 160.0, 2000.0]
+    assert [a["bbox"][2:] for a in train["annotations"]] == [[20, 8], [12, 25], [20, 8], [12, 25]]
+    assert summary["area_fallbacks"] == {"train": 2, "test": 0}
+    assert (summary["train"]["small"], summary["train"]["medium"]) == (3, 1)
+    test = json.loads((tmp_path / "out/annotations/test.json").read_text())
+    assert [a["area"] for a in test["annotations"]] == [160.0, 300.0]  # fixture: area = w*h
+
+
 @pytest.mark.parametrize("damage,message", [
     (lambda b: (b / "annotations/test2017.json").write_text("{not json"),
      "test2017.json: malformed COCO JSON"),

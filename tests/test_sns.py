@@ -66,7 +66,8 @@ def test_purify_pair_is_eq7_on_both_with_the_teachers_attention():
     sns = SelectiveNoiseSuppression(tau=0.5)
     teacher = torch.randn(2, 4, 9, 11)
     student = torch.randn(2, 4, 9, 11, requires_grad=True)
-    fs, ft = sns.purify_pair(student, teacher)
+    fs, ft, attention = sns.purify_pair(student, teacher, "eq7")
+    assert attention is None
     assert torch.allclose(fs, sns(student, attention_source=teacher), atol=1e-6)
     assert torch.allclose(ft, sns(teacher, attention_source=teacher), atol=1e-6)
     assert fs.requires_grad and not ft.requires_grad

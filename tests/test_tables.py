@@ -12,12 +12,27 @@ from dipkd.reports.render import Row, write_table
 NAMES = ("mAP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "mAR", "ARs", "ARm", "ARl")
 
 
-def _write(root, group, key, values, seed=0):
+GT = {"images": [{"id": i, "width": 64, "height": 64, "file_name": f"{i}.png"}
+                  for i in (1, 2, 3)],
+      "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [10, 10, 20, 20],
+                       "area": 400, "iscrowd": 0} for i in (1, 2, 3)],
+      "categories": [{"id": 1, "name": "ship"}]}
+
+
+def _write(root, group, key, values, seed=0, hits=3):
+    """A run's metrics file and its detections (the first ``hits`` GT ships found)."""
     path = root / "metrics" / group / f"{key}-seed{seed}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     if not isinstance(values, dict):
         values = dict(zip(NAMES, values))
     path.write_text(json.dumps({"metrics": values}))
+    gt = root / "data" / key.split("-")[0] / "annotations" / "test.json"
+    gt.parent.mkdir(parents=True, exist_ok=True)
+    gt.write_text(json.dumps(GT))
+    dets = root / "detections" / group / f"{key}-seed{seed}.json"
+    dets.parent.mkdir(parents=True, exist_ok=True)
+    dets.write_text(json.dumps([{"image_id": i, "category_id": 1, "bbox": [10, 10, 20, 20],
+                                 "score": 0.9} for i in (1, 2, 3)[:hits]]))
 
 
 def test_render_mean_std_paper_diff_and_bold(tmp_path):
@@ -49,9 +64,13 @@ def test_table1_from_metrics_files_with_paper_values(tmp_path, params):
                                                      0.1, 0.2, 0.643, 0.607, 0.711, 0.605])
     _write(tmp_path, "student", "ssdd-faster_rcnn", [0.574] * 12)
     _write(tmp_path, "distilled/dipkd", "ssdd-faster_rcnn", [0.602] * 12)
+    _write(tmp_path, "distilled/dipkd-inheritfalse", "ssdd-faster_rcnn", [0.58] * 12)
     rows = table1.collect(params, metrics_dir=tmp_path / "metrics")
     assert [r.labels["Model"] for r in rows] == ["ResNet50(tea)", "ResNet18(stu)",
-                                                 "ours: ResNet18 + DIPKD"]
+                                                 "ours: ResNet18 + DIPKD",
+                                                 "ours: ResNet18 + DIPKD without inheritance"]
+    assert rows[3].paper == {} and set(rows[2].delta) == {"mAP"} and not rows[1].delta
+    assert rows[2].delta["mAP"].delta == 0.0      # identical detections: no difference
     assert rows[2].stats("mAP")[0] == pytest.approx(60.2)
     assert rows[0].paper["mAP"] == 58.9 and rows[0].stats("APl") == (None, None)
     summary = tmp_path / "metrics/data/ssdd.json"
@@ -65,20 +84,26 @@ def test_table1_from_metrics_files_with_paper_values(tmp_path, params):
     assert "seed 0 (one run per cell)" in md
     assert "| SSDD" in md and "AR1" not in md  # ten metric columns
     csv = pd.read_csv(tmp_path / "reports" / "table1.csv")
-    assert csv.shape == (3, 3 + 1 + 4 * 10)
+    assert csv.shape == (4, 3 + 1 + 4 * 10 + 3)   # + mAP_delta, _ci_low, _ci_high
+    assert csv.loc[2, "mAP_delta"] == 0.0 and pd.isna(csv.loc[1, "mAP_delta"])
+    assert "Δ mAP vs student [95% CI]" in md and "paired bootstrap" in md
     assert csv.loc[0, "mAP_diff"] == 0.0 and csv.loc[1, "mAP_paper"] == 57.4
     assert (tmp_path / "reports" / "table1.tex").is_file()
 
 
 def test_seeds_average_and_header(tmp_path, params):
     params["datasets"], params["detectors"], params["seeds"] = ["ssdd"], ["retinanet"], [0, 1]
-    for role, base in (("teacher", 0.5), ("student", 0.4), ("distilled/dipkd", 0.45)):
+    _write(tmp_path, "teacher", "ssdd-retinanet", [0.5] * 12, seed=0)   # one teacher
+    for role, base in (("student", 0.4), ("distilled/dipkd", 0.45),
+                       ("distilled/dipkd-inheritfalse", 0.42)):
         _write(tmp_path, role, "ssdd-retinanet", [base] * 12, seed=0)
-        _write(tmp_path, role, "ssdd-retinanet", [base + 0.02] * 12, seed=1)
+        _write(tmp_path, role, "ssdd-retinanet", [base + 0.02] * 12, seed=1, hits=2)
     rows = table1.collect(params, metrics_dir=tmp_path / "metrics")
     mean, std = rows[1].stats("mAP")
     assert mean == pytest.approx(41.0) and std == pytest.approx(2 ** 0.5)
+    assert rows[0].seeds["mAP"] == [50.0]                      # the teacher: one run
     assert "2 seeds [0, 1] (cells: mean ± sample std)" in header(params, "abc")
+    assert "one teacher per dataset and detector (teacher seed 0)" in header(params, "abc")
     (tmp_path / "metrics/student/ssdd-retinanet-seed1.json").unlink()
     with pytest.raises(FileNotFoundError, match="student ssdd-retinanet-seed1"):
         table1.collect(params, metrics_dir=tmp_path / "metrics")
@@ -105,7 +130,8 @@ def test_table2_rows_order_bold_and_footnote(tmp_path, params):
     assert "**70.0**" in md and "**95.3**" in md and "\\* DeFeat: neck (feature) part only" in md
     tex = (tmp_path / "reports/table2.tex").read_text()
     assert "\\textbf{60.2}" in tex and "\\textbf{70.0}" in tex and "DeFeat$^{*}$" in tex
-    assert pd.read_csv(tmp_path / "reports/table2.csv").shape == (6, 3 + 4 * 4)
+    # + a Δ with its CI (3 columns) for mAP and AP50 of each dataset
+    assert pd.read_csv(tmp_path / "reports/table2.csv").shape == (6, 3 + 4 * 4 + 4 * 3)
 
 
 def test_table3_shares_student_and_dipkd_runs(tmp_path, params):
@@ -134,6 +160,7 @@ def test_sensitivity_rows_sorted_with_the_shared_default(tmp_path, params, key, 
     params["ablation"][key] = values
     default = params["methods"]["dipkd"][key]
     _write(tmp_path, default_group, "ssdd-faster_rcnn", {"mAP": 0.6, "mAR": 0.65})
+    _write(tmp_path, "student", "ssdd-faster_rcnn", {"mAP": 0.5, "mAR": 0.6}, hits=2)
     for i, v in enumerate(values):
         _write(tmp_path, f"distilled/dipkd-{key}{v}", "ssdd-faster_rcnn",
                {"mAP": 0.5 + i / 100, "mAR": 0.6})

@@ -11,8 +11,21 @@ mask S (1/(H_r W_r) inside boxes, 1/N_bg outside; ``dipkd.kd.masks``):
   (softmax-pooled context, conv1x1 -> LayerNorm -> ReLU -> conv1x1 added to the feature),
   one block for the student and one for the teacher, both trained with the KD loss.
 All sums over C, H, W and levels, divided by the batch size. Defaults are the authors'
-Faster R-CNN settings (temp 0.5, alpha 5e-5, beta 2.5e-5, gamma 5e-5, lambda 5e-7).
-Deviation: none intended; the random-free parts follow the paper's equations.
+Faster R-CNN settings (temp 0.5, alpha 5e-5, beta 2.5e-5, gamma 5e-5, lambda 5e-7) on the four
+levels their Faster R-CNN config hooks, ``neck.fpn_convs.0-3`` = P2-P5 (RetinaNet config: 0-4,
+P3-P7; ``methods.fgd.fpn_levels``).
+Initialisation as the authors' ``reset_parameters`` (yzd-v/FGD
+mmdet/distillation/losses/fgd.py): each context conv (``conv_mask``) Kaiming-normal, fan_in,
+ReLU gain, bias 0; the last conv of each ``channel_add_conv`` block all zero (weights and bias),
+so GC(F) = F at the start; the other layers keep PyTorch's defaults. Done in ``__init__`` and
+again in :meth:`init_weights` (the distiller calls it).
+Left different from the released code (yzd-v/FGD mmdet/distillation/losses/fgd.py):
+1. One loss object for all distilled levels with one GC block pair per level (theirs: one
+   ``FeatureLoss`` per hooked level, the same thing), but a single student adapter shared by the
+   levels where theirs has one ``align`` conv per level; with equal channel counts (256, our
+   case) both are the identity.
+2. Box projection: ``dipkd.kd.masks.target_masks`` divides by the padded batch input shape,
+   FGD by ``img_metas['img_shape']`` (see that module).
 """
 from __future__ import annotations
 
@@ -31,6 +44,15 @@ class _GlobalContext(nn.Module):
         self.transform = nn.Sequential(nn.Conv2d(channels, channels // 2, kernel_size=1),
                                        nn.LayerNorm([channels // 2, 1, 1]), nn.ReLU(inplace=True),
                                        nn.Conv2d(channels // 2, channels, kernel_size=1))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """FGD's ``reset_parameters``: Kaiming-normal (fan_in) context conv with zero bias, the
+        transform's last conv all zero."""
+        nn.init.kaiming_normal_(self.mask.weight, a=0, mode="fan_in", nonlinearity="relu")
+        nn.init.zeros_(self.mask.bias)
+        nn.init.zeros_(self.transform[-1].weight)
+        nn.init.zeros_(self.transform[-1].bias)
 
     def forward(self, x):
         n, c, h, w = x.shape
@@ -52,8 +74,15 @@ class FGDLoss(nn.Module):
         self.gc_teacher = nn.ModuleList(_GlobalContext(teacher_channels)
                                         for _ in range(num_levels))
 
+    def init_weights(self) -> None:
+        for block in list(self.gc_student) + list(self.gc_teacher):
+            block.reset_parameters()
+
     def forward(self, student_feats, teacher_feats, data_samples, batch_input_shape,
                 student_cls_scores=None, **_context) -> dict:
+        if len(student_feats) > len(self.gc_student):
+            raise ValueError(f"{len(student_feats)} FPN levels but the loss was built for "
+                             f"num_levels={len(self.gc_student)}")
         boxes = [s.gt_instances.bboxes for s in data_samples]
         n = student_feats[0].shape[0]
         fg = bg = att = glob = student_feats[0].new_zeros(())

@@ -29,9 +29,11 @@ the RPN, the only dense head it has):
   L_cls  = ``cls_weight``  * sum_l sum_{n,k,h,w} D BCE(sigmoid(z^S), sigmoid(z^T)) / sum D.
 
 Defaults are the authors' released settings (feat 1e-4, cls 1e-3, low-frequency ratio 0.1,
-probability 0.5, curvature 1, FDR on levels 0-1 and EDE on 2-4; one code for both detector
-types). Teacher tensors are detached; the adapter, the complex weight and G are trained by this
-loss with the student.
+probability 0.5, curvature 1, FDR on levels 0-1 and EDE on 2-4, all five dense-head levels
+distilled, ``methods.ifkd.fpn_levels``; one code for both detector types). ``fdr_levels`` are
+FPN indices: with ``fpn_levels`` in the context, level k of the input is FPN level
+``fpn_levels[k]``. Teacher tensors are detached; the adapter, the complex weight and G are
+trained by this loss with the student.
 Deviations:
 1. No MobileSAM: EDE's mask M is the SAM segmentation of the image in the paper; its weights
    cannot be downloaded here, so M is the binary GT-box mask of the level (``dipkd.kd.masks``;
@@ -128,7 +130,8 @@ class IFKDLoss(nn.Module):
 
     def forward(self, student_feats, teacher_feats, data_samples, batch_input_shape,
                 student_cls_scores=None, teacher_cls_scores=None,
-                generator: torch.Generator | None = None, **_context) -> dict:
+                generator: torch.Generator | None = None, fpn_levels=None,
+                **_context) -> dict:
         if student_cls_scores is None or teacher_cls_scores is None:
             raise ValueError("IFKD needs the student's and teacher's dense-head scores")
         boxes = [s.gt_instances.bboxes for s in data_samples]
@@ -138,7 +141,8 @@ class IFKDLoss(nn.Module):
             fs, ft, zt = self.adapter(fs), ft.detach(), zt.detach()
             hsm = poincare_distance(fs, ft, self.curvature)                  # (N, H, W)
             norm = hsm.sum().clamp_min(1e-12)
-            if level in self.fdr_levels:
+            # fdr_levels are FPN indices: level k of the input is FPN level fpn_levels[k]
+            if (level if fpn_levels is None else fpn_levels[level]) in self.fdr_levels:
                 score = torch.sigmoid(zt).max(dim=1).values                  # FRS map
                 rescale = bool(torch.rand(1, generator=generator).item() < self.fdr_prob)
                 d = (self.fdr(ft, score, rescale) - self.fdr(fs, score, rescale)) ** 2

@@ -5,7 +5,22 @@ Per FPN level: a random mask drops a fraction ``mask_ratio`` of the student's pi
 regenerate the teacher's full feature from what is left:
 L = alpha * sum (G(f(F^S) * M) - F^T)^2 / N, summed over levels.
 Defaults are the authors' two-stage settings (alpha 5e-7, mask ratio 0.45; RetinaNet:
-alpha 2e-5, ratio 0.65). One generation block per level, as in the authors' code.
+alpha 2e-5, ratio 0.65) on the levels their Faster R-CNN config hooks, ``neck.fpn_convs.0-3``
+= P2-P5 (yzd-v/MGD, det/configs/distillers/mgd/
+cascade_mask_rcnn_rx101_32x4d_distill_faster_rcnn_r50_fpn_2x_coco.py); on RetinaNet all five,
+0-4 = P3-P7 (their retina config and open-mmlab/mmrazor
+configs/distill/mmdet/mgd/mgd_fpn_retina_x101_retina_r50_2x_coco.py); ``methods.mgd.fpn_levels``.
+One generation block per level, as in the authors' code.
+Initialisation: the authors' generation block (yzd-v/MGD det/mmdet/distillation/losses/mgd.py,
+and mmrazor's ``MGDConncetor`` in mmrazor/models/architectures/connectors/mgd_connector.py) has
+no init of its own: both convs keep PyTorch's default ``Conv2d`` init (Kaiming-uniform with
+a = sqrt(5), bias U(-1/sqrt(fan_in), 1/sqrt(fan_in))), and their distiller never re-initialises
+the loss modules. Ours is the same; :meth:`init_weights` (called by the distiller) re-draws
+that default.
+Left different from the released code: a single student adapter shared by the levels where
+theirs has one ``align`` conv per level (both the identity with 256 channels, our case); the
+random mask may come from a given ``torch.Generator`` (same distribution: each cell dropped with
+probability ``mask_ratio``, shared by the channels).
 """
 from __future__ import annotations
 
@@ -28,9 +43,19 @@ class MGDLoss(nn.Module):
             nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True),
                           nn.Conv2d(c, c, 3, padding=1)) for _ in range(num_levels))
 
+    def init_weights(self) -> None:
+        """The reference's init: PyTorch's default ``Conv2d`` init of the generation blocks."""
+        for block in self.generation:
+            for m in block:
+                if isinstance(m, nn.Conv2d):
+                    m.reset_parameters()
+
     def forward(self, student_feats, teacher_feats, data_samples=None, batch_input_shape=None,
                 student_cls_scores=None, generator: torch.Generator | None = None,
                 **_context) -> dict:
+        if len(student_feats) > len(self.generation):
+            raise ValueError(f"{len(student_feats)} FPN levels but the loss was built for "
+                             f"num_levels={len(self.generation)}")
         n = student_feats[0].shape[0]
         total = student_feats[0].new_zeros(())
         for level, (fs, ft) in enumerate(zip(student_feats, teacher_feats)):

@@ -4,6 +4,7 @@ No config file is hand-edited per run: everything comes from params.yaml through
 """
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 from mmengine.config import Config
@@ -38,7 +39,9 @@ def _dataset(root: Path, split: str, pipeline, test_mode: bool) -> dict:
 
 
 def _milestones(epochs: int) -> list[int]:
-    """mmdet's 1x schedule drops the lr at 8/12 and 11/12 of training."""
+    """The default lr steps when a schedule entry of params.yaml gives no ``milestones``:
+    mmdet's 1x shape, x0.1 at 8/12 and 11/12 of training ([16, 22] of 24 epochs). The
+    ``paper`` profile gives the authors' ``lr_config.step`` explicitly instead."""
     return sorted({max(1, round(epochs * 8 / 12)), max(1, round(epochs * 11 / 12))})
 
 
@@ -78,10 +81,14 @@ def build_config(spec: RunSpec, *, vis_backends: list[dict] | None = None,
                                           momentum=float(tr["momentum"]),
                                           weight_decay=float(tr["weight_decay"]))),
         param_scheduler=[
+            # linear warm-up from 0.001 x lr: warmup_ratio=0.001 in all four of the authors'
+            # configs (Mok-kn/Dip configs/*_distill_r18_fpn_{SSDD,HRSID}.py lr_config)
             dict(type="LinearLR", start_factor=0.001, by_epoch=False, begin=0,
                  end=int(tr["warmup_iters"])),
             dict(type="MultiStepLR", begin=0, end=epochs, by_epoch=True,
-                 milestones=_milestones(epochs), gamma=0.1)],
+                 milestones=[int(m) for m in sch["milestones"]] if "milestones" in sch
+                 else _milestones(epochs),
+                 gamma=0.1)],
         default_hooks=dict(
             timer=dict(type="IterTimerHook"),
             logger=dict(type="LoggerHook", interval=int(tr["log_interval"])),
@@ -112,14 +119,57 @@ def build_config(spec: RunSpec, *, vis_backends: list[dict] | None = None,
 KD_LOSS_TYPES = {"dipkd": "DIPKDLoss", "fitnet": "FitNetLoss", **BASELINE_LOSSES}
 
 
+# Method params that configure the distiller, not the loss: which FPN outputs are distilled
+# and whether the student inherits the teacher's neck/head weights (FGD's init_student).
+DISTILLER_KEYS = ("fpn_levels", "inherit")
+
+
 def kd_loss_cfg(method: str, method_params: dict) -> dict:
-    """The distiller's ``kd_loss`` config dict of a method and its params."""
+    """The distiller's ``kd_loss`` config dict of a method and its params (without the
+    distiller's own keys, :data:`DISTILLER_KEYS`). A loss with per-level blocks (an
+    ``num_levels`` argument) gets one per distilled level."""
     if method not in KD_LOSS_TYPES:
         raise ValueError(f"unknown KD method {method!r}; valid: {', '.join(KD_LOSS_TYPES)}")
-    kd_loss = dict(type=KD_LOSS_TYPES[method], **method_params)
+    kd_loss = dict(type=KD_LOSS_TYPES[method],
+                   **{k: v for k, v in method_params.items() if k not in DISTILLER_KEYS})
     if method == "dipkd":
         kd_loss["num_classes"] = len(CLASSES)
+    levels = method_params.get("fpn_levels")
+    if levels is not None and "num_levels" in _init_args(kd_loss["type"]):
+        kd_loss["num_levels"] = len(levels)
     return kd_loss
+
+
+def _init_args(loss_type: str):
+    from .. import mmdet_plugins  # noqa: F401  (registers the KD losses)
+    from mmdet.registry import MODELS
+    cls = MODELS.get(loss_type)
+    return inspect.signature(cls.__init__).parameters if cls is not None else {}
+
+
+def dense_score_channels(model: dict) -> int:
+    """Score channels per location of the dense head (RPN / RetinaNet head): anchors x
+    classes (sigmoid scores: one per class)."""
+    head = model.get("rpn_head") or model["bbox_head"]
+    ag = head["anchor_generator"]
+    anchors = len(ag["ratios"]) * (len(ag["scales"]) if "scales" in ag
+                                   else int(ag["scales_per_octave"]))
+    return anchors * int(head.get("num_classes", 1))
+
+
+def distiller_cfg(student: dict, teacher: dict, method: str, method_params: dict,
+                  teacher_ckpt=None) -> dict:
+    """The ``FeatureDistiller`` model dict of a method: its KD loss (sized to the student's
+    dense head where it has per-anchor blocks), the distilled levels and the inheritance."""
+    kd_loss = kd_loss_cfg(method, method_params)
+    if "score_channels" in _init_args(kd_loss["type"]):
+        kd_loss["score_channels"] = dense_score_channels(student)
+    levels = method_params.get("fpn_levels")
+    return dict(type="FeatureDistiller", student=student, teacher=teacher, kd_loss=kd_loss,
+                teacher_ckpt=None if teacher_ckpt is None else str(teacher_ckpt),
+                data_preprocessor=student["data_preprocessor"],
+                fpn_levels=None if levels is None else list(levels),
+                inherit=bool(method_params.get("inherit", False)))
 
 
 def build_distill_config(spec: RunSpec, teacher: RunSpec, teacher_ckpt, *,
@@ -127,12 +177,12 @@ def build_distill_config(spec: RunSpec, teacher: RunSpec, teacher_ckpt, *,
     """Config of a distillation run: the student of ``spec`` (initialised as the student
     baseline) inside a ``FeatureDistiller`` with the frozen ``teacher`` loaded from
     ``teacher_ckpt`` and the KD loss of ``spec.method``."""
-    kd_loss = kd_loss_cfg(spec.method, spec.method_params)
     cfg = build_config(spec, deterministic=deterministic)
-    student = cfg.model.to_dict()
     teacher_model = detector_cfg(teacher.detector, teacher.depth, False, teacher.model,
                                  num_classes=len(CLASSES))
-    cfg.model = dict(type="FeatureDistiller", student=student, teacher=teacher_model,
-                     kd_loss=kd_loss, teacher_ckpt=str(teacher_ckpt),
-                     data_preprocessor=student["data_preprocessor"])
+    cfg.model = distiller_cfg(cfg.model.to_dict(), teacher_model, spec.method,
+                              spec.method_params, teacher_ckpt)
+    # every log interval: the gradient norm of each loss term on the student's distilled
+    # features, as MLflow metrics kd_grad/<term> (dipkd.kd_terms)
+    cfg.custom_hooks = [dict(type="KDTermGradHook", interval=int(spec.train["log_interval"]))]
     return cfg

@@ -19,7 +19,7 @@ ROLES = ("teacher", "student")
 DISTILLED = "distilled"
 SOURCES = ("synthetic", "ssdd", "hrsid")
 REAL_SOURCE_KEYS = ("path", "archive", "url")
-SCHEDULE_KEYS = ("epochs", "lr", "scale")
+SCHEDULE_KEYS = ("epochs", "lr", "scale")  # required; optional: milestones (lr steps)
 TRAIN_KEYS = ("batch_size", "workers", "pretrained", "warmup_iters", "log_interval",
               "val_interval", "momentum", "weight_decay")
 MODEL_KEYS = ("rpn_nms_pre", "rpn_proposals", "rcnn_samples")
@@ -66,6 +66,22 @@ def _need(mapping: Any, keys, where: str) -> None:
         raise ParamsError(f"params.yaml: {where} lacks {', '.join(missing)}")
 
 
+def _check_milestones(entry: dict, where: str) -> None:
+    """The optional ``milestones`` of a schedule entry (epochs at which the lr drops x0.1;
+    absent: the 8/12, 11/12 rule of ``mmdet_config._milestones``) must be a non-empty list
+    of strictly increasing positive ints, none past ``epochs``."""
+    if "milestones" not in entry:
+        return
+    ms, epochs = entry["milestones"], entry["epochs"]
+    ok = (isinstance(ms, list) and ms
+          and all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in ms)
+          and all(a < b for a, b in zip(ms, ms[1:]))
+          and isinstance(epochs, (int, float)) and ms[-1] <= epochs)
+    if not ok:
+        raise ParamsError(f"params.yaml: {where}.milestones must be a list of increasing "
+                          f"positive epochs <= epochs ({epochs}), got {ms!r}")
+
+
 def validate(params: dict) -> None:
     """Check the names params.yaml uses; raise :class:`ParamsError` on the first problem."""
     _need(params, ("profile", "seeds", "datasets", "detectors", "data", "roles", "profiles"),
@@ -76,6 +92,9 @@ def validate(params: dict) -> None:
                        for s in seeds)):
         raise ParamsError(f"params.yaml: seeds must be a non-empty list of distinct "
                           f"non-negative integers, got {seeds!r}")
+    ts = params.get("teacher_seed", 0)
+    if not isinstance(ts, int) or isinstance(ts, bool) or ts < 0:
+        raise ParamsError(f"params.yaml: teacher_seed must be a non-negative integer, got {ts!r}")
     profiles = params["profiles"]
     _choose("profile", params["profile"], profiles)
     for name in params["datasets"]:
@@ -111,6 +130,7 @@ def validate(params: dict) -> None:
         for ds in params["datasets"]:
             _need(prof["schedule"][det], (ds,), f"{where}.schedule.{det}")
             _need(prof["schedule"][det][ds], SCHEDULE_KEYS, f"{where}.schedule.{det}.{ds}")
+            _check_milestones(prof["schedule"][det][ds], f"{where}.schedule.{det}.{ds}")
     for ds in params["datasets"]:
         _need(prof["data"], (ds,), f"{where}.data")
 
@@ -235,6 +255,12 @@ class RunSpec:
         return Path("metrics") / self.group / f"{self.run_key}.json"
 
     @property
+    def detections_path(self) -> Path:
+        """The test-set detections (COCO results JSON) the metrics were computed from: the
+        input of the paired bootstrap of the tables' confidence intervals."""
+        return Path("detections") / self.group / f"{self.run_key}.json"
+
+    @property
     def curves_path(self) -> Path:
         """Loss and validation mAP per epoch, for ``dvc plots``."""
         return Path("plots") / self.group / f"{self.run_key}.json"
@@ -299,6 +325,8 @@ def distill_spec(params: dict, method: str, dataset: str, detector: str,
 def _coerce(name: str, value, default):
     """``value`` (possibly text from the command line) as the type of ``default``."""
     if isinstance(default, bool):
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
         if not isinstance(value, bool):
             raise ParamsError(f"{name}: expected true or false, got {value!r}")
         return value
@@ -310,14 +338,26 @@ def _coerce(name: str, value, default):
     return value
 
 
+def teacher_seed(params: dict) -> int:
+    """The seed of THE teacher of each dataset and detector (``teacher_seed``, default 0):
+    as in KD papers, every student and distilled run of every seed learns from one fixed
+    teacher; ``seeds`` vary the student and distilled runs only."""
+    return int(params.get("teacher_seed", 0))
+
+
 def run_spec(params: dict, role: str, dataset: str, detector: str,
              seed: int | None = None) -> RunSpec:
-    """One run; ``seed`` defaults to the first of ``params["seeds"]``."""
+    """One run; ``seed`` defaults to the first of ``params["seeds"]`` (the teacher: to
+    :func:`teacher_seed`, the only teacher seed there is)."""
     _choose("role", role, ROLES)
     _choose("dataset", dataset, params["datasets"])
     _choose("detector", detector, params["detectors"])
-    seed = params["seeds"][0] if seed is None else seed
-    _choose("seed", seed, params["seeds"])
+    if role == "teacher":
+        seed = teacher_seed(params) if seed is None else seed
+        _choose("teacher seed", seed, [teacher_seed(params)])
+    else:
+        seed = params["seeds"][0] if seed is None else seed
+        _choose("seed", seed, params["seeds"])
     prof = params["profiles"][params["profile"]]
     return RunSpec(
         role=role,

@@ -6,7 +6,8 @@
 <root>/summary.json
 ```
 
-COCO conventions: ``bbox = [x, y, w, h]`` in pixels, ``area = w * h``, ``iscrowd = 0``,
+COCO conventions: ``bbox = [x, y, w, h]`` in pixels, ``area = w * h`` unless the source gives
+its own (HRSID: the release's mask area, see ``ImageRecord.areas``), ``iscrowd = 0``,
 image and annotation ids from 1, ``file_name`` relative to ``images/<split>/``.
 Datasets are written into a temporary sibling directory and renamed into place only when
 complete, so an interrupted run never leaves a half dataset that training would use.
@@ -37,13 +38,15 @@ def coco_size_bucket(area: float) -> str:
 @dataclass
 class ImageRecord:
     """One image to write: pixels (an array, or the path of a file to copy as is), its size
-    (height, width), boxes (``xyxy``) and extra COCO image fields."""
+    (height, width), boxes (``xyxy``), extra COCO image fields and optionally each box's COCO
+    ``area`` as the source gives it (``None``: ``w * h``)."""
 
     file_name: str
     image: np.ndarray | Path
     boxes: np.ndarray
     extra: dict = field(default_factory=dict)
     size: tuple | None = None
+    areas: np.ndarray | None = None
 
     @property
     def hw(self) -> tuple:
@@ -63,10 +66,13 @@ def _coco_dict(records: list[tuple[ImageRecord, int, int]]) -> dict:
     for img_id, (rec, height, width) in enumerate(records, start=1):
         images.append({"id": img_id, "file_name": rec.file_name, "width": width,
                        "height": height, **rec.extra})
-        for x1, y1, x2, y2 in np.asarray(rec.boxes, dtype=float).reshape(-1, 4):
+        boxes = np.asarray(rec.boxes, dtype=float).reshape(-1, 4)
+        areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) if rec.areas is None \
+            else np.asarray(rec.areas, dtype=float).reshape(-1)
+        for (x1, y1, x2, y2), area in zip(boxes, areas):
             w, h = x2 - x1, y2 - y1
             annotations.append({"id": len(annotations) + 1, "image_id": img_id,
-                                "category_id": 1, "bbox": [x1, y1, w, h], "area": w * h,
+                                "category_id": 1, "bbox": [x1, y1, w, h], "area": float(area),
                                 "iscrowd": 0})
     return {"images": images, "annotations": annotations, "categories": CATEGORIES}
 

@@ -5,6 +5,14 @@ Reads ``annotations/train2017.json`` and ``test2017.json`` of the release (image
 inside the image with positive area, the single category is ``ship``) and writes the common
 layout with image and annotation ids renumbered from 1 (the release's annotation id 0 is
 pycocotools' "unmatched" marker).
+
+Each ship keeps the release's own ``area`` (it decides COCO's small/medium/large buckets, so
+APs/APm/APl match mmdet run on the official files). HRSID is an instance-segmentation release:
+its ``area`` is the ship's mask area, not the box's (in the one public copy of its COCO files
+we could read, Ycc1999/modified-HRSID ``inshore_test.json``: integer pixel counts, median 0.57
+of w*h, 12% of the ships in another bucket than w*h would put them). Only an annotation without
+a valid ``area`` (missing, not a number, or <= 0) falls back to w*h; the summary counts those
+(``area_fallbacks`` per split).
 """
 from __future__ import annotations
 
@@ -41,7 +49,17 @@ def _load(path: Path) -> dict:
     return coco
 
 
-def _records(path: Path, images_dir: Path) -> list[ImageRecord]:
+def _area(ann: dict):
+    """The release's ``area`` of an annotation, or ``None`` when missing or not positive."""
+    area = ann.get("area")
+    if isinstance(area, bool) or not isinstance(area, (int, float)):
+        return None
+    return float(area) if np.isfinite(area) and area > 0 else None
+
+
+def _records(path: Path, images_dir: Path) -> tuple[list[ImageRecord], int]:
+    """The images of one split file and the number of annotations whose area fell back to
+    w*h."""
     coco = _load(path)
     cats = {c["id"]: c["name"] for c in coco["categories"]}
     if set(cats.values()) != {"ship"}:
@@ -53,27 +71,36 @@ def _records(path: Path, images_dir: Path) -> list[ImageRecord]:
             raise DatasetError(f"{path}: annotation {a.get('id')} has unknown category "
                                f"{a.get('category_id')}")
         boxes.setdefault(a["image_id"], []).append(a)
-    records = []
+    records, fallbacks = [], 0
     for im in coco["images"]:
         img = images_dir / im["file_name"]
         h, w = image_size(img)
         if (h, w) != (im["height"], im["width"]):
             raise DatasetError(f"{img}: image is {w}x{h}, {path.name} says "
                                f"{im['width']}x{im['height']}")
-        xyxy = []
+        xyxy, areas = [], []
         for a in boxes.get(im["id"], []):
             x, y, bw, bh = a["bbox"]
-            xyxy.append(check_box([x, y, x + bw, y + bh], h, w,
-                                  f"{path} (annotation {a['id']}, {im['file_name']})"))
+            box = check_box([x, y, x + bw, y + bh], h, w,
+                            f"{path} (annotation {a['id']}, {im['file_name']})")
+            area = _area(a)
+            if area is None:
+                fallbacks += 1
+                area = (box[2] - box[0]) * (box[3] - box[1])
+            xyxy.append(box)
+            areas.append(area)
         records.append(ImageRecord(file_name=Path(im["file_name"]).name, image=img, size=(h, w),
-                                   boxes=np.asarray(xyxy).reshape(-1, 4)))
-    return records
+                                   boxes=np.asarray(xyxy).reshape(-1, 4),
+                                   areas=np.asarray(areas, dtype=float)))
+    return records, fallbacks
 
 
 def convert_hrsid(root, out_dir) -> dict:
     """Convert an unpacked HRSID release at ``root`` into the common layout at ``out_dir``."""
     ann_dir, images_dir = find_root(Path(root))
-    splits = {split: _records(ann_dir / name, images_dir) for split, name in SPLIT_FILES.items()}
+    read = {split: _records(ann_dir / name, images_dir) for split, name in SPLIT_FILES.items()}
+    splits = {split: records for split, (records, _) in read.items()}
     notes = compare_with_published("hrsid", splits)
-    return write_coco_dataset(out_dir, splits, extra_summary={"source": "hrsid",
-                                                               "warnings": notes})
+    return write_coco_dataset(out_dir, splits, extra_summary={
+        "source": "hrsid", "warnings": notes,
+        "area_fallbacks": {split: n for split, (_, n) in read.items()}})

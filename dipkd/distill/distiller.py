@@ -18,6 +18,18 @@
   only when the loss sets ``needs_teacher_head = True``, ``teacher_cls_scores`` and
   ``teacher_bbox_preds`` (the frozen teacher's head on the teacher's features, no grad);
   otherwise those two are ``None``. A loss takes what it needs and ignores the rest.
+- ``fpn_levels`` (``methods.<m>.fpn_levels``): the FPN outputs distilled, by index (0 = the
+  finest; Faster R-CNN P2..P6, RetinaNet P3..P7). The loss receives only those levels' features
+  and dense-head outputs, plus ``fpn_levels`` in its context (for anchors/strides). The DIPKD
+  authors hook ``neck.fpn_convs.0-3`` (Mok-kn/Dip configs/*_distill_*.py): four levels.
+- ``inherit`` (``methods.<m>.inherit``): FGD's ``init_student=True`` (yzd-v/FGD
+  mmdet/distillation/distillers/detection_distiller.py; the DIPKD authors' configs set it
+  too): after the student's own initialisation, every teacher tensor outside the backbone whose
+  name and shape the student shares (FPN output convs, RPN / RetinaNet head, RoI head) is
+  copied into the student. The lateral convs differ in shape (R50 vs R18 inputs) and keep the
+  student's initialisation, as mmcv's non-strict ``load_state_dict`` skips them in FGD's code.
+  Done in :meth:`init_weights`, which mmengine's runner calls before training (a resumed run
+  then loads its own checkpoint over it).
 - Inference is the student's; :func:`student_state_dict` strips the wrapper so the exported
   checkpoint is a plain student that mmdet loads without dipkd.
 """
@@ -39,6 +51,23 @@ def student_state_dict(state_dict: dict) -> dict:
                             if k.startswith(STUDENT_PREFIX))
 
 
+def inherit_from_teacher(student, teacher) -> list[str]:
+    """Copy every teacher tensor outside the backbone whose name and shape the student has
+    (FGD's ``init_student``); returns the copied names. Tensors the two do not share in shape
+    (the FPN lateral convs of R50 vs R18) keep the student's values."""
+    own = student.state_dict()
+    copied = []
+    with torch.no_grad():
+        for name, value in teacher.state_dict().items():
+            if name.startswith("backbone.") or name not in own:
+                continue
+            if own[name].shape != value.shape:
+                continue
+            own[name].copy_(value)
+            copied.append(name)
+    return copied
+
+
 def dense_head(detector):
     """The head that runs densely on the FPN levels: Faster R-CNN's RPN, else the one-stage
     ``bbox_head``."""
@@ -48,7 +77,7 @@ def dense_head(detector):
 class FeatureDistiller(BaseDetector):
     def __init__(self, student: dict, teacher: dict, kd_loss: dict,
                  teacher_ckpt: str | None = None, data_preprocessor: dict | None = None,
-                 init_cfg=None):
+                 fpn_levels=None, inherit: bool = False, init_cfg=None):
         student = ConfigDict(copy.deepcopy(student))  # mmdet detectors read cfg attributes
         teacher = ConfigDict(copy.deepcopy(teacher))
         preprocessor = data_preprocessor or student.get("data_preprocessor")
@@ -62,6 +91,19 @@ class FeatureDistiller(BaseDetector):
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.kd_loss = MODELS.build(kd_loss)
+        self.fpn_levels = None if fpn_levels is None else [int(i) for i in fpn_levels]
+        if self.fpn_levels is not None and (not self.fpn_levels or len(set(self.fpn_levels))
+                                            != len(self.fpn_levels)
+                                            or min(self.fpn_levels) < 0):
+            raise ValueError(f"fpn_levels must be distinct non-negative indices, got {fpn_levels}")
+        self.inherit = bool(inherit)
+        self.inherited: list[str] = []   # names copied from the teacher by init_weights
+        self.record_student_feats = False   # keep the distilled student features of a step
+        self.last_student_feats = None
+        # dipkd.kd_terms (KDTermGradHook, benchmarks/kd_terms.py): when set, loss() stores the
+        # gradient norm each term of the step puts on the distilled student features
+        self.grad_norm_probe = False
+        self.last_term_grads = None
         self._captured: dict = {}
         self.student.neck.register_forward_hook(self._capture("feats"))
         dense_head(self.student).register_forward_hook(self._capture("head"))
@@ -76,6 +118,14 @@ class FeatureDistiller(BaseDetector):
         self.student.init_weights()
         if hasattr(self.kd_loss, "init_weights"):
             self.kd_loss.init_weights()
+        if self.inherit:
+            self.inherited = inherit_from_teacher(self.student, self.teacher)
+
+    def _levels(self, n: int) -> list[int]:
+        levels = list(range(n)) if self.fpn_levels is None else self.fpn_levels
+        if max(levels) >= n:
+            raise ValueError(f"fpn_levels {levels}: the neck has only {n} outputs")
+        return levels
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -93,20 +143,28 @@ class FeatureDistiller(BaseDetector):
                 teacher_head_out = dense_head(self.teacher)(teacher_feats)[:2]
         self._captured.clear()
         losses = self.student.loss(batch_inputs, batch_data_samples)
-        student_feats = self._captured["feats"]
+        levels = self._levels(len(self._captured["feats"]))
+        pick = (lambda seq: None if seq is None else [seq[i] for i in levels])
+        student_feats = pick(self._captured["feats"])
         head_out = self._captured.get("head") or (None, None)
         student_head = dense_head(self.student)
-        kd = self.kd_loss(student_feats, teacher_feats, data_samples=batch_data_samples,
+        if self.record_student_feats:   # per-term gradient norms (dipkd.kd_terms)
+            self.last_student_feats = student_feats
+        kd = self.kd_loss(student_feats, pick(teacher_feats), data_samples=batch_data_samples,
                           batch_input_shape=tuple(batch_inputs.shape[-2:]),
-                          student_cls_scores=head_out[0], student_bbox_preds=head_out[1],
-                          teacher_cls_scores=teacher_head_out[0],
-                          teacher_bbox_preds=teacher_head_out[1],
+                          student_cls_scores=pick(head_out[0]),
+                          student_bbox_preds=pick(head_out[1]),
+                          teacher_cls_scores=pick(teacher_head_out[0]),
+                          teacher_bbox_preds=pick(teacher_head_out[1]),
                           prior_generator=student_head.prior_generator,
-                          bbox_coder=student_head.bbox_coder)
+                          bbox_coder=student_head.bbox_coder, fpn_levels=list(levels))
         clash = set(kd) & set(losses)
         if clash:
             raise KeyError(f"KD loss names clash with the detector's: {sorted(clash)}")
         losses.update(kd)
+        if self.grad_norm_probe:
+            from ..kd_terms import term_grads
+            self.last_term_grads = term_grads(losses, student_feats, kd)
         self._captured.clear()
         return losses
 

@@ -95,18 +95,19 @@ def evaluate_detections(gt, detections: list[dict], verbose: bool = False) -> di
 
 
 def write_metrics_json(path, metrics: dict, extra: dict | None = None) -> None:
-    """Write ``{"metrics": metrics, **extra}`` to ``path`` atomically.
+    """Write ``{"metrics": metrics, **extra}`` to ``path`` atomically (sorted keys, indent 2)."""
+    write_json_atomic(path, {"metrics": metrics, **(extra or {})}, indent=2)
 
-    Temp file in the same directory, then ``os.replace``; sorted keys, indent 2. Parent
-    directories are created.
-    """
+
+def write_json_atomic(path, payload, indent: int | None = None) -> None:
+    """Write ``payload`` as JSON to ``path`` atomically: temp file in the same directory,
+    then ``os.replace``; sorted keys. Parent directories are created."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"metrics": metrics, **(extra or {})}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=2, sort_keys=True)
+            json.dump(payload, fh, indent=indent, sort_keys=True)
             fh.write("\n")
         os.replace(tmp, path)
     except BaseException:

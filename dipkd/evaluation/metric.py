@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from mmengine.evaluator import BaseMetric
 
-from .coco_eval import _load_gt, evaluate_detections
+from .coco_eval import _load_gt, evaluate_detections, write_json_atomic
 
 
 def _numpy(x) -> np.ndarray:
@@ -29,11 +29,13 @@ class SARCocoMetric(BaseMetric):
     default_prefix = "coco"
 
     def __init__(self, ann_file: str, prefix: str | None = "coco",
-                 collect_device: str = "cpu", collect_dir: str | None = None) -> None:
+                 collect_device: str = "cpu", collect_dir: str | None = None,
+                 detections_out: str | None = None) -> None:
         # collect_dir: where the ranks of a multi-process run pool their results (mmengine
         # otherwise makes a temporary dir under ./.dist_test); unused in one process.
         super().__init__(collect_device=collect_device, prefix=prefix, collect_dir=collect_dir)
         self.ann_file = ann_file
+        self.detections_out = detections_out   # also write the detections (COCO results)
         self._coco = None
         self._cat_ids = None
 
@@ -69,6 +71,8 @@ class SARCocoMetric(BaseMetric):
         """The defined COCO metrics (``None`` values dropped) of all collected images."""
         detections = [d for per_image in results for d in per_image]
         metrics = evaluate_detections(self.coco, detections)
+        if self.detections_out:
+            write_json_atomic(self.detections_out, detections)
         return {k: v for k, v in metrics.items() if v is not None}
 
 

@@ -1,4 +1,22 @@
-"""Reverse Information Transfer (DIPKD Eq. 15-19).
+"""Reverse Information Transfer (DIPKD Eq. 15-19): two forms, ``methods.dipkd.rit_form``.
+
+``authors`` (default, :class:`ResidualScoreRIT`): what the authors' code computes
+(Mok-kn/Dip mmdet/losses/kd.py, the "RIT" block of ``FeatureLoss.forward``), per distilled
+level with its own block: the dense head's score logits s (N, A*Cls, H, W) of the level go
+through a residual conv3x3-ReLU-conv3x3 block (A*Cls -> A*Cls channels), are clamped to
+[-10, 10] and squashed, m = max over channels of sigmoid(s + block(s)) (+1e-6), the student
+feature is multiplied by that map, and the channel mean of the product is regressed onto the
+map with a mean-squared error: L_rit = mean_{n,i,j} (mean_k(F^S * m) - m)^2, summed over
+levels. Differences from their code, each a defect listed in ../shared/notes/official_code.md
+that we do not copy: the scores are the student head's on the STUDENT's own features (their
+distiller feeds the teacher's FPN features to the student's RPN, the paper says the
+student's); the channel count is the head's anchors x classes (they hard-code 3, which breaks
+RetinaNet); every level has a matching score map (no undefined-variable path). As in their
+code the scores are not detached, so RIT also reaches the dense head. Their student-side
+feature loss also takes F^S * m as the student's input of the wavelet step; with their
+detached wavelet step that product never trained anything, and we keep F^S there (Eq. 11-12).
+
+``paper`` (:class:`ReverseInformationTransfer`, below): Eq. 15-19 as printed.
 
 The student's own FPN feature F^S of each level goes through the student's own
 classification branch (captured by the distiller while the student computes its detection
@@ -56,3 +74,37 @@ class ReverseInformationTransfer(nn.Module):
             fm = self.matcher(self.reverse_map(logits, level))
             total = total + ((torch.sigmoid(fm * feat.mean(dim=1, keepdim=True)) - fm) ** 2).sum()
         return total / student_feats[0].shape[0]
+
+
+class ResidualScoreRIT(nn.Module):
+    """The authors' RIT (module docstring, ``authors`` form): one residual score block per
+    distilled level; ``forward`` returns the un-weighted L_rit summed over levels."""
+
+    def __init__(self, score_channels: int, num_levels: int, clamp: float = 10.0):
+        super().__init__()
+        c = int(score_channels)
+        self.clamp = clamp
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(c, c, 3, padding=1)) for _ in range(num_levels))
+
+    def score_map(self, logits: torch.Tensor, level: int) -> torch.Tensor:
+        """m (N, 1, H, W): max over channels of sigmoid(clamp(s + block(s))) + 1e-6."""
+        residual = (self.blocks[level](logits) + logits).clamp(-self.clamp, self.clamp)
+        return residual.sigmoid().max(dim=1, keepdim=True).values + 1e-6
+
+    def forward(self, student_feats, cls_logits) -> torch.Tensor:
+        if len(student_feats) != len(cls_logits) or len(cls_logits) > len(self.blocks):
+            raise ValueError(f"RIT: {len(student_feats)} feature levels, {len(cls_logits)} "
+                             f"score levels, {len(self.blocks)} blocks")
+        total = student_feats[0].new_zeros(())
+        for level, (feat, logits) in enumerate(zip(student_feats, cls_logits)):
+            if feat.shape[-2:] != logits.shape[-2:] or feat.shape[0] != logits.shape[0]:
+                raise ValueError(f"RIT level {level}: feature {tuple(feat.shape)} and scores "
+                                 f"{tuple(logits.shape)} do not match")
+            if logits.shape[1] != self.blocks[level][0].in_channels:
+                raise ValueError(f"RIT level {level}: {logits.shape[1]} score channels, the "
+                                 f"block expects {self.blocks[level][0].in_channels}")
+            m = self.score_map(logits, level)
+            total = total + ((feat * m).mean(dim=1, keepdim=True) - m).square().mean()
+        return total

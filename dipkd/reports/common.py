@@ -9,6 +9,8 @@ from pathlib import Path
 
 import yaml
 
+from ..config.params import teacher_seed
+
 PAPER_VALUES = Path(__file__).with_name("paper_values.yaml")
 
 
@@ -71,6 +73,7 @@ def header(params: dict, commit: str, metrics_dir: Path = Path("metrics")) -> st
     seeds = params["seeds"]
     seed_text = (f"seed {seeds[0]} (one run per cell)" if len(seeds) == 1 else
                  f"{len(seeds)} seeds {seeds} (cells: mean ± sample std)")
+    seed_text += f"; one teacher per dataset and detector (teacher seed {teacher_seed(params)})"
     return (f"Profile `{prof}`; data {'; '.join(sources)}; {seed_text}; "
             f"schedule {', '.join(sorted(schedule))}; commit `{commit[:12]}`. COCO bbox "
             f"metrics (pycocotools, maxDets 100; at most 100 detections per image, so equal to "

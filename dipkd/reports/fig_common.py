@@ -50,7 +50,9 @@ def model_spec(params: dict, name: str, dataset: str, detector: str,
                seed: int | None = None) -> RunSpec:
     """``teacher``/``student`` or a KD method name -> the run that produced the model
     (``seed``: one of params' seeds, default the first)."""
-    if name in ("teacher", "student"):
+    if name == "teacher":   # the one teacher (teacher_seed), whatever the run's seed
+        return run_spec(params, name, dataset, detector)
+    if name == "student":
         return run_spec(params, name, dataset, detector, seed)
     return distill_spec(params, name, dataset, detector, seed)
 
@@ -58,8 +60,10 @@ def model_spec(params: dict, name: str, dataset: str, detector: str,
 def producing_stage(params: dict, spec: RunSpec) -> str:
     """The DVC stage that writes ``spec.model_path`` (named as DVC names the matrix
     stages of dvc.yaml: ``<stage>@<values joined by ->``)."""
-    if spec.role in ("teacher", "student"):
-        return f"train_{spec.role}@{spec.key}-{spec.seed}"
+    if spec.role == "teacher":
+        return f"train_teacher@{spec.key}"
+    if spec.role == "student":
+        return f"train_student@{spec.key}-{spec.seed}"
     if spec.method == "dipkd":
         return f"distill@{spec.key}-{spec.seed}"
     return f"baseline@{spec.method}-{spec.dataset.name}-{spec.seed}"

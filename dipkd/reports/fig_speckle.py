@@ -50,7 +50,8 @@ LABELS = {"original": "Original", "fft": "FFT", "sns": "SNS"}
 COLORS = {"original": "#8c8c8c", "fft": "#1f77b4", "sns": "#ff7f0e"}  # paper: grey/blue/orange
 METRICS = ("enl", "ssi_inv", "smpi_inv")
 METRIC_LABELS = {"enl": "ENL", "ssi_inv": "SSI$^{-1}$", "smpi_inv": "SMPI$^{-1}$"}
-SNS_KEYS = ("tau", "wavelet", "levels", "threshold", "threshold_scale")
+SNS_KEYS = {"tau": "tau", "wavelet": "wavelet", "wavelet_levels": "levels",
+            "threshold": "threshold", "threshold_scale": "threshold_scale"}
 MIN_CELLS = 16
 
 
@@ -58,7 +59,7 @@ def sns_from_params(params: dict):
     """The SNS module with the method's parameters (``params['methods']['dipkd']``)."""
     from ..kd.sns import SelectiveNoiseSuppression
     cfg = params.get("methods", {}).get("dipkd", {})
-    return SelectiveNoiseSuppression(**{k: cfg[k] for k in SNS_KEYS if k in cfg})
+    return SelectiveNoiseSuppression(**{SNS_KEYS[k]: cfg[k] for k in SNS_KEYS if k in cfg})
 
 
 def feature_intensity(feat) -> np.ndarray:

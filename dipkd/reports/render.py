@@ -7,6 +7,11 @@ and the difference ours - paper. The best "ours" value of each metric column is 
 each group of rows sharing the ``group_by`` labels (Table 1 compares models of one dataset
 and detector; the other tables compare all their rows). The CSV has one line per row:
 ``<metric>``, ``<metric>_std``, ``<metric>_paper``, ``<metric>_diff`` and ``n_seeds``.
+
+Distilled rows also carry "Δ vs student" of some metrics (``Row.delta``: the paired
+bootstrap of :mod:`dipkd.evaluation.bootstrap`): a column ``Δ <metric> [95% CI]`` on the
+"ours" line, ``+1.2 [+0.3, +2.1]†`` with † where the interval excludes 0, and in the CSV
+``<metric>_delta``, ``<metric>_ci_low``, ``<metric>_ci_high``.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ class Row:
     labels: dict                                 # column -> text
     seeds: dict                                  # metric -> per-seed values in % (None: n/a)
     paper: dict = field(default_factory=dict)    # metric -> published value in % (or None)
+    delta: dict = field(default_factory=dict)    # metric -> Delta vs the student (distilled)
 
     def stats(self, metric: str) -> tuple[float | None, float | None]:
         """Mean and sample std (None with one seed) of the seeds that have a value."""
@@ -59,10 +65,30 @@ def _best(rows: list[Row], metrics, group_by) -> set[tuple[int, str]]:
     return best
 
 
+SIGNIFICANT = "†"
+DELTA_NOTE = ("Δ vs student: distilled minus student, percentage points, on the same test "
+              "images; [95% CI] from a paired bootstrap over the test images (1000 resamples, "
+              "seeded; with several seeds: seeds, then images); † = the interval excludes 0.")
+
+
+def delta_text(d) -> str:
+    """``+1.2 [+0.3, +2.1]†`` (percentage points; † when the 95% CI excludes 0)."""
+    if d is None or not math.isfinite(d.delta):
+        return DASH
+    return (f"{d.delta:+.1f} [{d.ci_low:+.1f}, {d.ci_high:+.1f}]"
+            + (SIGNIFICANT if d.significant else ""))
+
+
+def delta_columns(rows: list[Row], metrics) -> list[str]:
+    """The metrics some row has a Δ for, in the table's column order."""
+    return [m for m in metrics if any(m in r.delta for r in rows)]
+
+
 def display_frame(rows: list[Row], metrics, bold, group_by=()) -> pd.DataFrame:
     """The three display lines per row; ``bold(text)`` marks the best values."""
     best = _best(rows, metrics, group_by)
     label_cols = list(rows[0].labels) if rows else []
+    deltas = delta_columns(rows, metrics)
     lines = []
     for i, row in enumerate(rows):
         ours, paper, diff = dict(row.labels), {c: "" for c in label_cols}, \
@@ -75,11 +101,17 @@ def display_frame(rows: list[Row], metrics, bold, group_by=()) -> pd.DataFrame:
             p = row.paper.get(m)
             paper[m] = _fmt(p)
             diff[m] = DASH if mean is None or p is None else f"{round(mean, 1) - p:+.1f}"
+        for m in deltas:
+            col = f"Δ {m} vs student [95% CI]"
+            ours[col] = delta_text(row.delta.get(m)) if m in row.delta else ""
+            paper[col] = diff[col] = ""
         lines += [ours, paper, diff]
-    return pd.DataFrame(lines, columns=[*label_cols, "", *metrics])
+    return pd.DataFrame(lines, columns=[*label_cols, "", *metrics,
+                                        *(f"Δ {m} vs student [95% CI]" for m in deltas)])
 
 
 def csv_frame(rows: list[Row], metrics) -> pd.DataFrame:
+    deltas = delta_columns(rows, metrics)
     out = []
     for row in rows:
         line = dict(row.labels)
@@ -91,8 +123,19 @@ def csv_frame(rows: list[Row], metrics) -> pd.DataFrame:
             line[f"{m}_std"] = None if std is None else round(std, 2)
             line[f"{m}_paper"] = p
             line[f"{m}_diff"] = None if mean is None or p is None else round(mean - p, 2)
+            if m in deltas:
+                d = row.delta.get(m)
+                ok = d is not None and math.isfinite(d.delta)
+                line[f"{m}_delta"] = round(d.delta, 2) if ok else None
+                line[f"{m}_ci_low"] = round(d.ci_low, 2) if ok else None
+                line[f"{m}_ci_high"] = round(d.ci_high, 2) if ok else None
         out.append(line)
     return pd.DataFrame(out)
+
+
+def _tex(text: str) -> str:
+    return (text.replace("Δ", "$\\Delta$").replace(SIGNIFICANT, "$^\\dagger$")
+            .replace("%", "\\%"))
 
 
 def write_table(name: str, title: str, head: str, rows: list[Row], metrics, *,
@@ -100,16 +143,19 @@ def write_table(name: str, title: str, head: str, rows: list[Row], metrics, *,
     """Write ``<name>.md``, ``<name>.tex`` and ``<name>.csv`` into ``out_dir``."""
     metrics = list(metrics)
     md_df = display_frame(rows, metrics, lambda s: f"**{s}**", group_by)
+    if delta_columns(rows, metrics):
+        notes = [*notes, DELTA_NOTE]
     notes_md = "".join(f"\n{n}\n" for n in notes)
     md = (f"# {title}\n\n{head}\n\n" + md_df.to_markdown(index=False) + "\n" + notes_md)
     tex_df = display_frame(rows, metrics, lambda s: f"\\textbf{{{s}}}", group_by)
-    tex_df = tex_df.map(lambda v: re.sub(r"\*+", lambda m: f"$^{{{m.group()}}}$",
-                                         v.replace("±", "$\\pm$"))
+    tex_df = tex_df.map(lambda v: _tex(re.sub(r"\*+", lambda m: f"$^{{{m.group()}}}$",
+                                              v.replace("±", "$\\pm$")))
                         if isinstance(v, str) else v)
-    tex_df.columns = [c.replace("_", "\\_") for c in tex_df.columns]
+    tex_df.columns = [_tex(c.replace("_", "\\_")) for c in tex_df.columns]
     n_labels = len(rows[0].labels) + 1 if rows else 1
     tex = tex_df.to_latex(index=False, escape=False,
-                          column_format="l" * n_labels + "r" * len(metrics))
+                          column_format="l" * n_labels + "r" * (len(tex_df.columns)
+                                                                 - n_labels))
     tex = (f"% {title}\n% {head}\n" + tex + "".join(f"% {n}\n" for n in notes))
     atomic_write(out_dir / f"{name}.md", md)
     atomic_write(out_dir / f"{name}.tex", tex)

@@ -11,6 +11,7 @@ from pathlib import Path
 from ..config.params import distill_spec
 from .common import paper_values, read_seeds
 from .render import Row, write_table
+from .deltas import delta_vs_student
 from .table1 import DETECTOR_NAMES, specs_for
 
 METRICS = ("mAP", "mAR")
@@ -32,9 +33,13 @@ def collect(params: dict, key: str, metrics_dir: Path = Path("metrics")) -> list
                                   {key: value}) for s in params["seeds"]]
         label = str(value) + (" (default)" if float(value) == float(default) else "")
         paper = published.get(float(value))
+        student = specs_for(params, "student", ab["dataset"], ab["detector"])
+        seeds = read_seeds(metrics_dir, specs, METRICS)   # a missing run: error first
         rows.append(Row(labels={LABELS[key]: label},
-                        seeds=read_seeds(metrics_dir, specs, METRICS),
-                        paper=dict(zip(METRICS, paper)) if paper else {}))
+                        seeds=seeds,
+                        paper=dict(zip(METRICS, paper)) if paper else {},
+                        delta=delta_vs_student(specs, student, ("mAP",),
+                                               Path(metrics_dir).parent)))
     return rows
 
 

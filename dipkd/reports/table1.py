@@ -10,20 +10,32 @@ from pathlib import Path
 from ..config.params import distill_spec, run_spec
 from ..evaluation.coco_eval import TABLE1_METRICS
 from .common import paper_values, read_seeds
+from .deltas import delta_vs_student
 from .render import Row, write_table
 
 ROW_LABELS = {"teacher": "ResNet{depth}(tea)", "student": "ResNet{depth}(stu)",
-              "distilled/dipkd": "ours: ResNet{depth} + DIPKD"}
-ROLES = ("teacher", "student", "distilled/dipkd")
+              "distilled/dipkd": "ours: ResNet{depth} + DIPKD",
+              "distilled/dipkd-inheritfalse": "ours: ResNet{depth} + DIPKD without inheritance"}
+ROLES = tuple(ROW_LABELS)
+# Table 1 rows that are DIPKD variants: the row key -> the overrides of methods.dipkd (the
+# DVC stage ``distill_noinherit`` runs them with ``--set inherit=false``). The row shows how
+# much of DIPKD's gain comes from initialising the student's neck and heads from the teacher.
+VARIANT_OVERRIDES = {"distilled/dipkd-inheritfalse": {"inherit": "false"}}
 DETECTOR_NAMES = {"faster_rcnn": "Faster R-CNN", "retinanet": "RetinaNet"}
+DELTA_METRICS = ("mAP",)   # "Δ vs student" with its 95% CI on the distilled rows
 TITLE = "Table 1: detectors on SAR ship datasets (COCO metrics, %)"
 
 
 def specs_for(params: dict, role: str, dataset: str, detector: str) -> list:
     """The runs (one per seed) of a role: ``teacher``, ``student`` or ``distilled/<method>``."""
+    if role in VARIANT_OVERRIDES:
+        return [distill_spec(params, "dipkd", dataset, detector, s, VARIANT_OVERRIDES[role])
+                for s in params["seeds"]]
     if role.startswith("distilled/"):
         return [distill_spec(params, role.split("/", 1)[1], dataset, detector, s)
                 for s in params["seeds"]]
+    if role == "teacher":   # one teacher per dataset and detector (teacher_seed)
+        return [run_spec(params, role, dataset, detector)]
     return [run_spec(params, role, dataset, detector, s) for s in params["seeds"]]
 
 
@@ -34,13 +46,17 @@ def collect(params: dict, metrics_dir: Path = Path("metrics")) -> list[Row]:
         for det in params["detectors"]:
             for role in ROLES:
                 depth = params["roles"]["teacher" if role == "teacher" else "student"]["depth"]
-                paper = published.get(ds, {}).get(det, {}).get(role)
+                paper = published.get(ds, {}).get(det, {}).get(role)  # none for variants
+                specs = specs_for(params, role, ds, det)
+                seeds = read_seeds(metrics_dir, specs, TABLE1_METRICS)   # missing: error first
+                delta = (delta_vs_student(specs, specs_for(params, "student", ds, det),
+                                          DELTA_METRICS, Path(metrics_dir).parent)
+                         if role.startswith("distilled/") else {})
                 rows.append(Row(
                     labels={"Dataset": ds.upper(), "Detector": DETECTOR_NAMES.get(det, det),
                             "Model": ROW_LABELS[role].format(depth=depth)},
-                    seeds=read_seeds(metrics_dir, specs_for(params, role, ds, det),
-                                     TABLE1_METRICS),
-                    paper=dict(zip(TABLE1_METRICS, paper)) if paper else {}))
+                    seeds=seeds,
+                    paper=dict(zip(TABLE1_METRICS, paper)) if paper else {}, delta=delta))
     return rows
 
 

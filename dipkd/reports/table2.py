@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .common import paper_values, read_seeds
 from .render import Row, write_table
+from .deltas import delta_vs_student
 from .table1 import DETECTOR_NAMES, specs_for
 
 NAMES = {"student": "Student", "fitnet": "FitNet", "defeat": "DeFeat", "fgd": "FGD",
@@ -58,14 +59,19 @@ def collect(params: dict, metrics_dir: Path = Path("metrics")) -> list[Row]:
     rows = []
     for method in ["student", *params["baselines"], "dipkd"]:
         role = "student" if method == "student" else f"distilled/{method}"
-        values = {}
+        values, delta = {}, {}
         for ds in params["datasets"]:
-            per_ds = read_seeds(metrics_dir, specs_for(params, role, ds, det), ("mAP", "AP50"))
+            specs = specs_for(params, role, ds, det)
+            per_ds = read_seeds(metrics_dir, specs, ("mAP", "AP50"))
             values.update({f"{ds.upper()} {m}": v for m, v in per_ds.items()})
+            if method != "student":
+                d = delta_vs_student(specs, specs_for(params, "student", ds, det),
+                                     ("mAP", "AP50"), Path(metrics_dir).parent)
+                delta.update({f"{ds.upper()} {m}": v for m, v in d.items()})
         paper = dict(zip(PAPER_ORDER, published.get(method, [])))
         rows.append(Row(labels={"Method": NAMES.get(method, method) + _mark(params, method),
                                 "Ref": REFS.get(method, "")},
-                        seeds=values, paper=paper))
+                        seeds=values, paper=paper, delta=delta))
     return rows
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from ..config.params import SWITCHES, distill_spec, parse_switches, switches_name
 from .common import paper_values, read_seeds
 from .render import Row, write_table
+from .deltas import delta_vs_student
 from .table1 import DETECTOR_NAMES, specs_for
 
 METRICS = ("mAP", "APs", "APm", "APl")
@@ -38,9 +39,14 @@ def collect(params: dict, metrics_dir: Path = Path("metrics")) -> list[Row]:
     for combo in sorted(combos, key=ORDER.index):
         on = parse_switches(combo)
         paper = published.get(" ".join(str(int(on[m])) for m in SWITCHES))
+        specs = _specs(params, combo, default)
+        seeds = read_seeds(metrics_dir, specs, METRICS)   # a missing run: error first
+        delta = ({} if combo == "none" else
+                 delta_vs_student(specs, _specs(params, "none", default), ("mAP",),
+                                  Path(metrics_dir).parent))
         rows.append(Row(labels={m.upper(): "✓" if on[m] else "-" for m in SWITCHES},
-                        seeds=read_seeds(metrics_dir, _specs(params, combo, default), METRICS),
-                        paper=dict(zip(METRICS, paper)) if paper else {}))
+                        seeds=seeds, paper=dict(zip(METRICS, paper)) if paper else {},
+                        delta=delta))
     return rows
 
 

@@ -20,8 +20,15 @@ from pathlib import Path
 from ..config.params import SENSITIVITY_KEYS, RunSpec, project_root
 
 
+def store_root() -> Path:
+    """Where the local store lives: ``DIPKD_STORE_ROOT`` (a study run in a worktree logs into
+    its repository's store) or the project root."""
+    root = os.environ.get("DIPKD_STORE_ROOT")
+    return Path(root).resolve() if root else project_root()
+
+
 def local_store_uri() -> str:
-    return f"sqlite:///{project_root() / 'mlflow.db'}"
+    return f"sqlite:///{store_root() / 'mlflow.db'}"
 
 
 def tracking_uri() -> str:
@@ -29,7 +36,7 @@ def tracking_uri() -> str:
 
 
 def artifact_location() -> str:
-    return (project_root() / "mlartifacts").as_uri()
+    return (store_root() / "mlartifacts").as_uri()
 
 
 def ensure_experiment(name: str) -> str:
@@ -64,6 +71,8 @@ def tables_fed(spec: RunSpec) -> str:
         return "table1,table2,table3"
     if spec.method == "dipkd" and not spec.variant:
         return "table1,table2,table3,table4,table5"
+    if spec.method == "dipkd" and spec.variant.startswith("inherit"):
+        return "table1"
     if spec.method == "dipkd":
         return ",".join(sorted({next((t for k, t in SENSITIVITY_KEYS.items()
                                       if part.startswith(k)), "table3")
@@ -78,6 +87,8 @@ def run_tags(spec: RunSpec, **extra) -> dict:
             "detector": spec.detector, "role": spec.role, "method": spec.method,
             "profile": spec.profile, "seed": str(spec.seed), "git_commit": git_commit(),
             "dvc_stage": os.environ.get("DVC_STAGE", ""), "tables": tables_fed(spec)}
+    if os.environ.get("DIPKD_STUDY"):   # set by `make study` (pipeline/study.py)
+        tags["study"] = os.environ["DIPKD_STUDY"]
     tags.update({k: str(v) for k, v in extra.items()})
     return tags
 

@@ -1,0 +1,173 @@
+"""``make study``: run a committed study definition through DVC and write its report.
+
+A study is params.yaml with the overrides of a definition file (``studies/<name>.yaml``:
+profile, seeds, datasets, detectors, baselines, ablation lists). It runs in a git worktree of
+the current commit (``.studies/<name>/``, sharing this repository's DVC cache, so finished
+stages are restored from the run-cache instead of trained again), with ``dvc repro tables``,
+and its MLflow runs go to this repository's store with the tag ``study=<name>``. The report
+goes to ``reports/studies/<name>/``:
+
+- ``README.md``: date, commit, machine, wall time, and the tables;
+- ``table{1..5}.{md,csv}`` as the tables stage wrote them (with Δ vs student and its CI);
+- ``curves.png`` + ``curves.json``: validation mAP and training loss per epoch of every run;
+- ``params.yaml``: the exact params the study ran with.
+
+Nothing is written into ``reports/studies/<name>/`` unless the whole run succeeded.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY_FILES = tuple(f"table{n}.{ext}" for n in range(1, 6) for ext in ("md", "csv"))
+
+
+def merged_params(base: dict, overrides: dict) -> dict:
+    """``base`` with ``overrides`` applied (mappings merged key by key, the rest replaced)."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged_params(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _run(cmd, cwd, env=None) -> None:
+    print(f"[study] $ {' '.join(map(str, cmd))}", flush=True)
+    subprocess.run(cmd, cwd=cwd, env=env, check=True)
+
+
+def _git(*args, cwd=ROOT) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def prepare_worktree(name: str, params: dict, worktree: Path) -> None:
+    """A detached worktree of HEAD at ``worktree`` with the study's params.yaml, using this
+    repository's DVC cache."""
+    if worktree.exists():
+        subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT,
+                       capture_output=True)
+        shutil.rmtree(worktree, ignore_errors=True)
+    worktree.parent.mkdir(parents=True, exist_ok=True)
+    _run(["git", "worktree", "add", "--detach", str(worktree), "HEAD"], ROOT)
+    (worktree / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    cache = ROOT / ".dvc" / "cache"
+    _run(["dvc", "cache", "dir", "--local", str(cache)], worktree)
+
+
+def curves(worktree: Path) -> dict:
+    """``{run: {"epoch": [...], "mAP": [...], "loss": [...]}}`` from the training stages'
+    ``plots/<role>/<run>.json`` (see :mod:`dipkd.tracking.curves`)."""
+    out = {}
+    for path in sorted((worktree / "plots").rglob("*.json")):
+        rows = json.loads(path.read_text())   # dipkd.tracking.curves: a list of epochs
+        name = str(path.relative_to(worktree / "plots").with_suffix(""))
+        out[name] = {k: [r.get(k) for r in rows] for k in ("epoch", "mAP", "loss")}
+    return out
+
+
+def plot_curves(data: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for name, c in sorted(data.items()):
+        for ax, key in zip(axes, ("mAP", "loss")):
+            pts = [(e, v) for e, v in zip(c["epoch"], c[key]) if e is not None and v is not None]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", ms=3, lw=1, label=name)
+    axes[0].set(title="validation mAP", xlabel="epoch")
+    axes[1].set(title="training loss (mean per epoch)", xlabel="epoch")
+    axes[0].legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(name: str, worktree: Path, params: dict, out_dir: Path, started: float,
+                 commit: str) -> None:
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for f in STUDY_FILES:
+        shutil.copy2(worktree / "reports" / f, tmp / f)
+    data = curves(worktree)
+    (tmp / "curves.json").write_text(json.dumps(data, indent=1))
+    plot_curves(data, tmp / "curves.png")
+    (tmp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    wall = time.time() - started
+    import torch
+    head = (f"# Study `{name}`\n\n"
+            f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n"
+            f"- commit: `{commit}`\n"
+            f"- machine: {_cpu()}, {os.cpu_count()} cores, "
+            f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}"
+            f"; torch {torch.__version__}, Python {platform.python_version()}\n"
+            f"- wall time: {wall / 60:.1f} min (`make study STUDY={name}`; stages restored "
+            f"from DVC's run-cache count as done)\n"
+            f"- exact params: `params.yaml` here; training curves: `curves.png`/`curves.json`\n"
+            f"- MLflow: runs tagged `study={name}` (`tags.study = '{name}'`)\n\n")
+    tables = "\n".join((tmp / f"table{n}.md").read_text() for n in range(1, 6))
+    (tmp / "README.md").write_text(head + tables)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp, out_dir)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--name", default="study", help="studies/<name>.yaml")
+    parser.add_argument("--definition", type=Path, default=None,
+                        help="the overrides file (default: studies/<name>.yaml)")
+    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "studies")
+    parser.add_argument("--worktree", type=Path, default=None,
+                        help="where to run (default: .studies/<name>)")
+    args = parser.parse_args(argv)
+    definition = args.definition or ROOT / "studies" / f"{args.name}.yaml"
+    if not definition.is_file():
+        print(f"error: {definition}: study definition not found", file=sys.stderr)
+        return 2
+    overrides = yaml.safe_load(definition.read_text()) or {}
+    params = merged_params(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides)
+    sys.path.insert(0, str(ROOT))
+    from dipkd.config.params import ParamsError, validate
+    try:
+        validate(params)
+    except ParamsError as exc:
+        print(f"error: {definition}: {exc}", file=sys.stderr)
+        return 2
+    started = time.time()
+    commit = _git("rev-parse", "HEAD")
+    worktree = args.worktree or ROOT / ".studies" / args.name
+    prepare_worktree(args.name, params, worktree)
+    env = dict(os.environ, DIPKD_STUDY=args.name, DIPKD_STORE_ROOT=str(ROOT))
+    _run(["dvc", "repro", "tables"], worktree, env)
+    write_report(args.name, worktree, params, args.out / args.name, started, commit)
+    print(f"[study] report: {args.out / args.name}/README.md", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

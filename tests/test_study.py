@@ -1,0 +1,58 @@
+"""`make study` end to end on a shrunk copy: a study definition runs through DVC in a
+worktree and writes every file of reports/studies/<name>/ (slow)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from test_pipeline_e2e import _copy_repo
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "profile": "smoke", "seeds": [0, 1], "teacher_seed": 0,
+    "datasets": ["ssdd"], "detectors": ["faster_rcnn"],
+    "baselines": ["fitnet"], "baseline_detector": "faster_rcnn",
+    "ablation": {"dataset": "ssdd", "detector": "faster_rcnn", "combos": [], "tau": [],
+                 "mask_rate": []},
+    "profiles": {"smoke": {
+        "data": {"ssdd": {"image_scale": 0.25, "num_train": 4, "num_test": 3}},
+        "schedule": {"faster_rcnn": {"ssdd": {"epochs": 1, "lr": 0.01, "scale": [128, 96]}}}}},
+}
+
+
+def test_study_runs_end_to_end_and_writes_every_file(tmp_path):
+    ws = tmp_path / "repo"
+    _copy_repo(ws)
+    (ws / "studies").mkdir(exist_ok=True)
+    (ws / "studies" / "tiny.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+               PYTHONPATH=str(ws), GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    env.pop("DVC_ROOT", None)
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "x"]):
+        subprocess.run(cmd, cwd=ws, env=env, check=True)
+    out = subprocess.run([sys.executable, "-m", "pipeline.study", "--name", "tiny"], cwd=ws,
+                         env=env, capture_output=True, text=True, timeout=3000)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    report = ws / "reports" / "studies" / "tiny"
+    for name in ("README.md", "curves.png", "curves.json", "params.yaml",
+                 *(f"table{n}.{e}" for n in range(1, 6) for e in ("md", "csv"))):
+        assert (report / name).is_file() and (report / name).stat().st_size > 0, name
+    readme = (report / "README.md").read_text()
+    assert "wall time" in readme and "commit" in readme and "Δ mAP vs student" in readme
+    assert yaml.safe_load((report / "params.yaml").read_text())["seeds"] == [0, 1]
+    curves = json.loads((report / "curves.json").read_text())
+    assert "teacher/ssdd-faster_rcnn-seed0" in curves and "student/ssdd-faster_rcnn-seed1" in curves
+    import mlflow
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{ws / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("dipkd-repro").experiment_id])
+    # 1 teacher + 2 seeds x (student, DIPKD, DIPKD without inheritance, FitNet)
+    assert len(runs) == 9 and all(r.data.tags.get("study") == "tiny" for r in runs)
+    bad = subprocess.run([sys.executable, "-m", "pipeline.study", "--name", "missing"], cwd=ws,
+                         env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "study definition not found" in bad.stderr
