@@ -170,6 +170,7 @@ def run(params, methods: list[str], detectors: list[str], seed: int, dataset: st
     from dipkd.kd_terms import measure
     register_all_modules()
     quiet_init_logs()
+    where = machine()   # the commit of the code that runs, read before it runs
     results, teachers, settings = [], {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for det in detectors:
@@ -201,7 +202,7 @@ def run(params, methods: list[str], detectors: list[str], seed: int, dataset: st
                 results.append(dict(detector=det, method=label, rows=rows, levels=levels,
                                     inherit=bool(spec.method_params.get("inherit", False))))
     return dict(results=results, teachers=teachers, settings=settings, seed=seed,
-                profile=params["profile"], dataset=dataset)
+                profile=params["profile"], dataset=dataset, machine=where)
 
 
 def _git() -> str:
@@ -247,7 +248,8 @@ def report(measured: dict, machine_line: str | None = None) -> str:
     lines = [
         "# What each loss term does, measured",
         "",
-        f"Run: {machine_line or machine()}; seed {measured['seed']}.",
+        f"Run: {machine_line or measured.get('machine') or machine()}; "
+        f"seed {measured['seed']}.",
         "",
         f"Each row: one loss term of one distiller training step. **grad norm** is the L2 "
         f"norm of d(term)/d(student FPN features) over the distilled levels (`fpn_levels`, "
