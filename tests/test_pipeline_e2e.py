@@ -18,7 +18,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 TOP_SKIP = {".git", ".venv", "data", "runs", "models", "metrics", "reports", "mlflow.db",
-            "mlartifacts", "mlruns", ".pytest_cache", "dvc.lock"}
+            "mlartifacts", "mlruns", ".pytest_cache", "dvc.lock", "detections", ".studies",
+            "plots"}
 DVC_SKIP = {"tmp", "cache"}
 
 
