@@ -172,3 +172,6 @@ def test_sensitivity_rows_sorted_with_the_shared_default(tmp_path, params, key, 
     sensitivity.write_sensitivity(rows, key, "head", params, tmp_path / "reports")
     name = sensitivity.TABLES[key][0]
     assert pd.read_csv(tmp_path / f"reports/{name}.csv").shape[0] == 3
+    md = (tmp_path / f"reports/{name}.md").read_text()
+    assert ("mask_rule `keep`: the mask rate is the fraction of background cells KEPT" in md) \
+        == (key == "mask_rate")

@@ -49,4 +49,10 @@ def write_sensitivity(rows: list[Row], key: str, head: str, params: dict,
     name, title = TABLES[key]
     title += (f", {DETECTOR_NAMES.get(ab['detector'], ab['detector'])} ResNet50 -> ResNet18 "
               f"on {ab['dataset'].upper()} (COCO %)")
-    write_table(name, title, head, rows, METRICS, out_dir=out_dir)
+    notes = []
+    if key == "mask_rate":
+        rule = params["methods"]["dipkd"].get("mask_rule", "drop")
+        notes.append(f"mask_rule `{rule}`: the mask rate is the fraction of background cells "
+                     + ("KEPT each step (the authors' lambda_mask; 1.0 keeps all)." if rule ==
+                        "keep" else "DROPPED each step (the paper's text; 1.0 = targets only)."))
+    write_table(name, title, head, rows, METRICS, notes=notes, out_dir=out_dir)
