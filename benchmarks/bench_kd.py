@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -135,16 +134,11 @@ def _step_row(detector: str, size: int, step: dict) -> str:
 
 def _machine() -> str:
     """When and where this runs: the date, the CPU model and the versions that set the speed."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import numba
-    return (f"{datetime.date.today().isoformat()}, {cpu}, {torch.get_num_threads()} threads, "
+
+    from dipkd.machine import cpu_model
+    return (f"{datetime.date.today().isoformat()}, {cpu_model()}, "
+            f"{torch.get_num_threads()} threads, "
             f"torch {torch.__version__}, numba {numba.__version__}")
 
 

@@ -24,7 +24,6 @@ import argparse
 import datetime
 import math
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from dipkd.kd_terms import INERT_RATIO  # noqa: E402
+from dipkd.machine import cpu_model  # noqa: E402
 
 EXTRA_VARIANTS = ["dipkd:rit_form=paper"]
 BATCH = 2
@@ -219,15 +219,7 @@ def _git() -> str:
 
 def machine() -> str:
     """Date, CPU model and cores, git commit, torch version."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{datetime.date.today().isoformat()}, {cpu}, {os.cpu_count()} cores "
+    return (f"{datetime.date.today().isoformat()}, {cpu_model()}, {os.cpu_count()} cores "
             f"({torch.get_num_threads()} torch threads), git {_git()}, "
             f"torch {torch.__version__}")
 

@@ -54,16 +54,6 @@ def _git(*args, cwd=ROOT) -> str:
                           text=True).stdout.strip()
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def prepare_worktree(name: str, params: dict, worktree: Path) -> None:
     """A detached worktree of HEAD at ``worktree`` with the study's params.yaml, using this
     repository's DVC cache."""
@@ -120,10 +110,12 @@ def write_report(name: str, worktree: Path, params: dict, out_dir: Path, started
     (tmp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     wall = time.time() - started
     import torch
+
+    from dipkd.machine import cpu_model
     head = (f"# Study `{name}`\n\n"
             f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n"
             f"- commit: `{commit}`\n"
-            f"- machine: {_cpu()}, {os.cpu_count()} cores, "
+            f"- machine: {cpu_model()}, {os.cpu_count()} cores, "
             f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}"
             f"; torch {torch.__version__}, Python {platform.python_version()}\n"
             f"- wall time: {wall / 60:.1f} min (`make study STUDY={name}`; stages restored "
