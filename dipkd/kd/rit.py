@@ -42,6 +42,13 @@ import torch
 from torch import nn
 
 
+def _check_level(level: int, feat: torch.Tensor, logits: torch.Tensor) -> None:
+    """A level's feature and score map must share the batch and the spatial size."""
+    if feat.shape[-2:] != logits.shape[-2:] or feat.shape[0] != logits.shape[0]:
+        raise ValueError(f"RIT level {level}: feature {tuple(feat.shape)} and scores "
+                         f"{tuple(logits.shape)} do not match")
+
+
 class ReverseInformationTransfer(nn.Module):
     def __init__(self, num_classes: int = 1, conv_kernel: int = 3):
         super().__init__()
@@ -68,9 +75,7 @@ class ReverseInformationTransfer(nn.Module):
                              f"{len(cls_logits)} score levels")
         total = student_feats[0].new_zeros(())
         for level, (feat, logits) in enumerate(zip(student_feats, cls_logits)):
-            if feat.shape[-2:] != logits.shape[-2:] or feat.shape[0] != logits.shape[0]:
-                raise ValueError(f"RIT level {level}: feature {tuple(feat.shape)} and scores "
-                                 f"{tuple(logits.shape)} do not match")
+            _check_level(level, feat, logits)
             fm = self.matcher(self.reverse_map(logits, level))
             total = total + ((torch.sigmoid(fm * feat.mean(dim=1, keepdim=True)) - fm) ** 2).sum()
         return total / student_feats[0].shape[0]
@@ -99,9 +104,7 @@ class ResidualScoreRIT(nn.Module):
                              f"score levels, {len(self.blocks)} blocks")
         total = student_feats[0].new_zeros(())
         for level, (feat, logits) in enumerate(zip(student_feats, cls_logits)):
-            if feat.shape[-2:] != logits.shape[-2:] or feat.shape[0] != logits.shape[0]:
-                raise ValueError(f"RIT level {level}: feature {tuple(feat.shape)} and scores "
-                                 f"{tuple(logits.shape)} do not match")
+            _check_level(level, feat, logits)
             if logits.shape[1] != self.blocks[level][0].in_channels:
                 raise ValueError(f"RIT level {level}: {logits.shape[1]} score channels, the "
                                  f"block expects {self.blocks[level][0].in_channels}")
