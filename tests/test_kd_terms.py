@@ -96,11 +96,18 @@ def test_probe_measures_the_steps_own_losses(distiller):
     assert kinds["loss_cls"] == kinds["loss_bbox"] == "detection"
     assert {k for k, v in kinds.items() if v == "kd"} == {"loss_kd_tar", "loss_kd_ntar",
                                                            "loss_rit"}
-    # independently: the same step (same seed) with the distilled features recorded
-    model.record_student_feats = True
+    # independently: the same step (same seed) with the distilled features the KD loss reads
+    seen = {}
+    real_forward = model.kd_loss.forward
+
+    def spy(student_feats, *args, **kwargs):
+        seen["feats"] = student_feats
+        return real_forward(student_feats, *args, **kwargs)
+
+    model.kd_loss.forward = spy
     torch.manual_seed(1)
     losses = model.loss(inputs, samples)
-    feats = model.last_student_feats
+    feats = seen["feats"]
     assert len(feats) == len(model.fpn_levels)
     for r in rows[1:]:
         term = losses[r.name]

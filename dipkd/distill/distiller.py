@@ -98,8 +98,6 @@ class FeatureDistiller(BaseDetector):
             raise ValueError(f"fpn_levels must be distinct non-negative indices, got {fpn_levels}")
         self.inherit = bool(inherit)
         self.inherited: list[str] = []   # names copied from the teacher by init_weights
-        self.record_student_feats = False   # keep the distilled student features of a step
-        self.last_student_feats = None
         # dipkd.kd_terms (KDTermGradHook, benchmarks/kd_terms.py): when set, loss() stores the
         # gradient norm each term of the step puts on the distilled student features
         self.grad_norm_probe = False
@@ -148,8 +146,6 @@ class FeatureDistiller(BaseDetector):
         student_feats = pick(self._captured["feats"])
         head_out = self._captured.get("head") or (None, None)
         student_head = dense_head(self.student)
-        if self.record_student_feats:   # per-term gradient norms (dipkd.kd_terms)
-            self.last_student_feats = student_feats
         kd = self.kd_loss(student_feats, pick(teacher_feats), data_samples=batch_data_samples,
                           batch_input_shape=tuple(batch_inputs.shape[-2:]),
                           student_cls_scores=pick(head_out[0]),
