@@ -102,6 +102,7 @@ def bench_step(repeats: int = 5, detector: str = "faster_rcnn", size: int = 256,
     ``methods.<name>`` settings), all on the same batch in this process, the methods taking
     turns step by step (:func:`_interleaved_medians`)."""
     from dipkd.config.params import load_params
+    from dipkd.kd_terms import summed
     params = load_params("params.yaml")
     methods = methods or ["fitnet", *params["baselines"], "dipkd"]
     inputs, samples = _batch(size)
@@ -112,8 +113,7 @@ def bench_step(repeats: int = 5, detector: str = "faster_rcnn", size: int = 256,
 
         def step(model=model, opt=opt):
             losses = model.loss(inputs, samples)
-            total = sum(v.sum() if isinstance(v, torch.Tensor) else sum(x.sum() for x in v)
-                        for k, v in losses.items() if "loss" in k)
+            total = sum(summed(v) for k, v in losses.items() if "loss" in k)
             opt.zero_grad()
             total.backward()
             opt.step()
