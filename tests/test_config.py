@@ -68,6 +68,14 @@ def test_multisteplr_uses_the_params_milestones_else_the_rule(params, milestones
     assert _milestones(6) == [4, 6]
 
 
+def test_clip_grad_reaches_the_optim_wrapper_only_when_set(params):
+    cfg = build_config(run_spec(params, "student", "ssdd", "faster_rcnn"))
+    assert "clip_grad" not in cfg.optim_wrapper   # the authors' grad_clip=None
+    params["profiles"]["smoke"]["train"]["clip_grad"] = 10
+    cfg = build_config(run_spec(params, "student", "ssdd", "faster_rcnn"))
+    assert cfg.optim_wrapper.clip_grad == dict(max_norm=10.0, norm_type=2)
+
+
 def test_unknown_detector_is_refused():
     with pytest.raises(ValueError, match="unknown detector 'yolo'; valid: faster_rcnn, retinanet"):
         detector_cfg("yolo", 18, False, {})

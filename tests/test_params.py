@@ -43,6 +43,45 @@ def test_schedule_milestones_must_be_increasing_epochs(params, milestones):
     validate(params)
 
 
+def test_teacher_schedule_overrides_only_the_teachers_run(params):
+    entry = params["profiles"]["smoke"]["schedule"]["faster_rcnn"]["ssdd"]
+    entry.update(epochs=4, lr=0.02, milestones=[3], teacher={"epochs": 12})
+    teacher = run_spec(params, "teacher", "ssdd", "faster_rcnn").schedule
+    student = run_spec(params, "student", "ssdd", "faster_rcnn").schedule
+    assert student == {"epochs": 4, "lr": 0.02, "scale": entry["scale"], "milestones": [3]}
+    # the student's steps do not carry over to other epochs: the teacher gets the 1x rule
+    assert teacher == {"epochs": 12, "lr": 0.02, "scale": entry["scale"]}
+    entry["teacher"] = {"epochs": 12, "lr": 0.01, "milestones": [8, 11]}
+    assert run_spec(params, "teacher", "ssdd", "faster_rcnn").schedule == {
+        "epochs": 12, "lr": 0.01, "scale": entry["scale"], "milestones": [8, 11]}
+
+
+@pytest.mark.parametrize("teacher,expected", [
+    ({"scale": [64, 64]}, "must be a mapping of epochs, lr, milestones, got {'scale': [64, 64]}"),
+    ([12], "must be a mapping of epochs, lr, milestones, got [12]"),
+    ({"epochs": 0}, "epochs must be a positive int, got 0"),
+    ({"epochs": 12, "milestones": [13]}, "milestones must be a list of increasing positive "
+                                         "epochs <= epochs (12), got [13]")])
+def test_teacher_schedule_is_checked(params, teacher, expected):
+    params["profiles"]["smoke"]["schedule"]["faster_rcnn"]["ssdd"]["teacher"] = teacher
+    with pytest.raises(ParamsError) as err:
+        validate(params)
+    assert str(err.value) == (
+        f"params.yaml: profiles.smoke.schedule.faster_rcnn.ssdd.teacher.{expected}"
+        if "mapping" not in expected else
+        f"params.yaml: profiles.smoke.schedule.faster_rcnn.ssdd.teacher {expected}")
+
+
+@pytest.mark.parametrize("clip", [0, -1, True, "10"])
+def test_clip_grad_must_be_a_positive_norm(params, clip):
+    params["profiles"]["smoke"]["train"]["clip_grad"] = clip
+    with pytest.raises(ParamsError, match=r"profiles\.smoke\.train\.clip_grad must be a "
+                                          r"positive number"):
+        validate(params)
+    params["profiles"]["smoke"]["train"]["clip_grad"] = None
+    validate(params)
+
+
 def test_paper_profile_milestones_are_the_authors(params):
     sched = params["profiles"]["paper"]["schedule"]
     assert sched["faster_rcnn"]["ssdd"]["milestones"] == [16, 20]

@@ -19,7 +19,10 @@ ROLES = ("teacher", "student")
 DISTILLED = "distilled"
 SOURCES = ("synthetic", "ssdd", "hrsid")
 REAL_SOURCE_KEYS = ("path", "archive", "url")
-SCHEDULE_KEYS = ("epochs", "lr", "scale")  # required; optional: milestones (lr steps)
+SCHEDULE_KEYS = ("epochs", "lr", "scale")  # required; optional: milestones (lr steps), teacher
+# What a schedule entry's optional ``teacher`` mapping may override for the teacher's run.
+TEACHER_SCHEDULE_KEYS = ("epochs", "lr", "milestones")
+# required; optional: clip_grad (max gradient L2 norm, null/absent = no clipping)
 TRAIN_KEYS = ("batch_size", "workers", "pretrained", "warmup_iters", "log_interval",
               "val_interval", "momentum", "weight_decay")
 MODEL_KEYS = ("rpn_nms_pre", "rpn_proposals", "rcnn_samples")
@@ -82,6 +85,38 @@ def _check_milestones(entry: dict, where: str) -> None:
                           f"positive epochs <= epochs ({epochs}), got {ms!r}")
 
 
+def role_schedule(entry: dict, role: str) -> dict:
+    """The schedule of a run of ``role`` from a params.yaml schedule entry: the entry itself,
+    and for the teacher the entry updated by its optional ``teacher`` mapping (epochs, lr,
+    milestones). KD trains a student from a converged teacher; a CPU-sized profile gives
+    the teacher a longer schedule than the students so that it converges. The paper profile
+    has no ``teacher`` mapping: every run of a detector and dataset has the same schedule."""
+    sched = {k: v for k, v in entry.items() if k != "teacher"}
+    if role == "teacher":
+        teacher = entry.get("teacher") or {}
+        if "epochs" in teacher and "milestones" not in teacher:
+            sched.pop("milestones", None)    # the student's steps do not fit other epochs
+        sched.update(teacher)
+    return sched
+
+
+def _check_schedule(entry: dict, where: str) -> None:
+    """A schedule entry's optional ``milestones`` and ``teacher`` override, for both the
+    student's and the teacher's resolved schedule."""
+    _check_milestones(entry, where)
+    if "teacher" not in entry:
+        return
+    teacher = entry["teacher"]
+    if not isinstance(teacher, dict) or not set(teacher) <= set(TEACHER_SCHEDULE_KEYS):
+        raise ParamsError(f"params.yaml: {where}.teacher must be a mapping of "
+                          f"{', '.join(TEACHER_SCHEDULE_KEYS)}, got {teacher!r}")
+    epochs = teacher.get("epochs", entry["epochs"])
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise ParamsError(f"params.yaml: {where}.teacher.epochs must be a positive int, "
+                          f"got {epochs!r}")
+    _check_milestones(role_schedule(entry, "teacher"), f"{where}.teacher")
+
+
 def validate(params: dict) -> None:
     """Check the names params.yaml uses; raise :class:`ParamsError` on the first problem."""
     _need(params, ("profile", "seeds", "datasets", "detectors", "data", "roles", "profiles"),
@@ -124,13 +159,18 @@ def validate(params: dict) -> None:
     where = f"profiles.{prof_name}"
     _need(prof, ("data", "train", "model", "schedule"), where)
     _need(prof["train"], TRAIN_KEYS, f"{where}.train")
+    clip = prof["train"].get("clip_grad")
+    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float))
+                             or clip <= 0):
+        raise ParamsError(f"params.yaml: {where}.train.clip_grad must be a positive number "
+                          f"(max gradient L2 norm) or null, got {clip!r}")
     _need(prof["model"], MODEL_KEYS, f"{where}.model")
     for det in params["detectors"]:
         _need(prof["schedule"], (det,), f"{where}.schedule")
         for ds in params["datasets"]:
             _need(prof["schedule"][det], (ds,), f"{where}.schedule.{det}")
             _need(prof["schedule"][det][ds], SCHEDULE_KEYS, f"{where}.schedule.{det}.{ds}")
-            _check_milestones(prof["schedule"][det][ds], f"{where}.schedule.{det}.{ds}")
+            _check_schedule(prof["schedule"][det][ds], f"{where}.schedule.{det}.{ds}")
     for ds in params["datasets"]:
         _need(prof["data"], (ds,), f"{where}.data")
 
@@ -366,7 +406,7 @@ def run_spec(params: dict, role: str, dataset: str, detector: str,
         profile=params["profile"],
         seed=int(seed),
         depth=int(params["roles"][role]["depth"]),
-        schedule=dict(prof["schedule"][detector][dataset]),
+        schedule=role_schedule(prof["schedule"][detector][dataset], role),
         train=dict(prof["train"]),
         model=dict(prof["model"]),
         experiment=params.get("mlflow", {}).get("experiment", "dipkd-repro"),
