@@ -4,8 +4,9 @@ A training stage is resumable: its work dir keeps mmengine's epoch checkpoints, 
 the stage again after a kill resumes from ``last_checkpoint``; once the model is exported the
 checkpoints are deleted (:func:`prune_work_dir`). The work dir is stamped with a
 fingerprint of the config and the data; a stale work dir (other params or data) is cleared
-rather than resumed. The result is a plain mmdet checkpoint (``state_dict`` + ``meta``) that
-mmdet can load without dipkd, written atomically to ``spec.model_path``, and the training
+rather than resumed. The result is a plain mmdet checkpoint (``state_dict`` + ``meta`` with
+its mmdet config, :mod:`dipkd.export`) that mmdet loads without dipkd, written atomically to
+``spec.model_path`` with its config file beside it, and the training
 curves (loss and validation mAP per epoch) go to ``spec.curves_path`` for ``dvc plots``.
 
 With ``compute.gpus: N > 1`` the stage runs in N torchrun workers (:mod:`dipkd.launch`) that
@@ -16,17 +17,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
 import torch
 
 from . import launch
-from .checkpoint import safe_load
 from .config.mmdet_config import build_config
 from .config.params import RunSpec
 from .datasets.coco_layout import validate_layout
+from .export import export_model
 from .models.pretrained import ensure_pretrained
 from .tracking.curves import write_curves
 
@@ -58,23 +58,6 @@ def prepare_work_dir(work_dir: Path, fingerprint: str) -> bool:
     work_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps({"fingerprint": fingerprint}))
     return (work_dir / "last_checkpoint").exists()
-
-
-def export_model(checkpoint: Path, out: Path, extra_meta: dict) -> None:
-    """Write the final weights as a plain mmdet checkpoint, atomically. A distiller's
-    checkpoint is reduced to its student, so mmdet loads it without dipkd."""
-    from .distill.distiller import STUDENT_PREFIX, student_state_dict
-    ckpt = safe_load(checkpoint)
-    state = ckpt["state_dict"]
-    if any(k.startswith(STUDENT_PREFIX) for k in state):
-        state = student_state_dict(state)
-    meta = {k: v for k, v in ckpt.get("meta", {}).items()
-            if k in ("dataset_meta", "epoch", "iter", "seed", "mmengine_version")}
-    meta.update(extra_meta)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save({"state_dict": state, "meta": meta}, tmp)
-    os.replace(tmp, out)
 
 
 def prune_work_dir(work_dir: Path) -> None:
@@ -152,8 +135,8 @@ def train(spec: RunSpec, *, cfg=None, extra_tags: dict | None = None) -> Path:
     export_model(latest_checkpoint(work_dir), spec.model_path,
                  {"mlflow_run_id": run_id, "fingerprint": fingerprint, "role": spec.role,
                   "method": spec.method, "dataset": spec.dataset.name,
-                  "detector": spec.detector, "world_size": launch.world_size(),
-                  "config": cfg.pretty_text})
+                  "detector": spec.detector, "world_size": launch.world_size()},
+                 model_cfg=build_config(spec), train_cfg=cfg)
     write_curves(work_dir, spec.curves_path)
     prune_work_dir(work_dir)
     print(f"[dipkd] wrote {spec.model_path} and {spec.curves_path}", flush=True)

@@ -269,7 +269,7 @@ def test_two_process_cpu_training(tmp_path, params):
     model_path = tmp_path / spec.model_path
     meta = safe_load(model_path)["meta"]
     assert meta["world_size"] == 2 and meta["epoch"] == 1
-    assert "launcher = 'pytorch'" in meta["config"]
+    assert "launcher = 'pytorch'" in meta["train_config"]
     from mmdet.apis import init_detector
     from dipkd.config.mmdet_config import build_config
     model = init_detector(build_config(spec), str(model_path), device="cpu")
