@@ -66,7 +66,8 @@ def safe_load(path: str | os.PathLike, map_location="cpu"):
         raise UnsafeCheckpointError(
             f"{path}: refused to load, the file references code outside the checkpoint "
             f"allowlist ({refused[:200]})") from None
-    except (RuntimeError, EOFError) as exc:
+    except (RuntimeError, EOFError, KeyError, IndexError, ValueError) as exc:
+        # a truncated or foreign file: torch's zip/pickle readers fail in these ways
         raise RuntimeError(f"{path}: not a readable torch checkpoint "
                            f"({str(exc).splitlines()[0][:200]})") from None
 

@@ -43,13 +43,36 @@ def test_model(spec: RunSpec, model_path: Path, cfg=None,
     return {k: (None if v is None else float(v)) for k, v in metrics.items()}
 
 
+def _evaluation_run(spec: RunSpec, meta: dict, model_path: Path):
+    """The MLflow run the test metrics go to: the model's training run (``meta``'s
+    ``mlflow_run_id``) when the store has it; else (a colleague's model, a deleted
+    ``mlflow.db``) a new run of its own, tagged ``original_run_id``, with the run's tags."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from .tracking import ensure_experiment, run_tags
+
+    exp_id = ensure_experiment(spec.experiment)
+    run_id = meta.get("mlflow_run_id")
+    if run_id:
+        try:
+            mlflow.get_run(run_id)
+            return mlflow.start_run(run_id=run_id)
+        except MlflowException:
+            print(f"[dipkd] {model_path}: its training run {run_id} is not in this MLflow "
+                  "store; logging the evaluation as a new run", flush=True)
+    tags = run_tags(spec, model_path=str(model_path), evaluation_only="true")
+    if run_id:
+        tags["original_run_id"] = run_id
+    return mlflow.start_run(experiment_id=exp_id, run_name=f"eval/{spec.group}/{spec.run_key}",
+                            tags=tags)
+
+
 def evaluate(spec: RunSpec, model_path: Path | None = None, out: Path | None = None,
              cfg=None) -> dict:
     """Test, write the metrics JSON (and the detections, :attr:`RunSpec.detections_path`)
-    and log it into the model's MLflow run."""
+    and log it into the model's MLflow run (:func:`_evaluation_run`)."""
     import mlflow
-
-    from .tracking import ensure_experiment
 
     model_path = Path(model_path or spec.model_path)
     out = Path(out or spec.metrics_path)
@@ -58,14 +81,8 @@ def evaluate(spec: RunSpec, model_path: Path | None = None, out: Path | None = N
     detections = (spec.detections_path if out == Path(spec.metrics_path)
                   else out.with_suffix(".detections.json"))
     metrics = test_model(spec, model_path, cfg, detections_out=detections)
-    write_metrics_json(out, metrics, extra={"role": meta.get("role", spec.role),
-                                            "dataset": spec.dataset.name,
-                                            "detector": spec.detector,
-                                            "profile": spec.profile, "seed": spec.seed,
-                                            "model": str(model_path)})
-    run_id = meta.get("mlflow_run_id")
-    exp_id = ensure_experiment(spec.experiment)
-    with mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(experiment_id=exp_id):
+    write_metrics_json(out, metrics)   # metrics only: role, seed, model are MLflow tags
+    with _evaluation_run(spec, meta, model_path):
         mlflow.log_metrics({f"test/{k}": v for k, v in metrics.items() if v is not None})
         mlflow.log_artifact(str(out), artifact_path="metrics")
         mlflow.set_tag("evaluated", "true")

@@ -60,6 +60,23 @@ def prepare_work_dir(work_dir: Path, fingerprint: str) -> bool:
     return (work_dir / "last_checkpoint").exists()
 
 
+def file_md5(path: Path) -> str:
+    """The md5 of a file's content: DVC's hash of a file output (``dvc.lock`` ``md5``)."""
+    h = hashlib.md5()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def tag_model(run_id: str, model_path: Path) -> None:
+    """Tag the run with its exported model: path (relative to the project) and DVC hash, so
+    that a run in ``mlflow ui`` leads to the file ``dvc checkout`` restores."""
+    import mlflow
+    mlflow.tracking.MlflowClient().set_tag(run_id, "model_path", str(model_path))
+    mlflow.tracking.MlflowClient().set_tag(run_id, "model_dvc_md5", file_md5(model_path))
+
+
 def prune_work_dir(work_dir: Path) -> None:
     """After a finished training has been exported: drop the epoch checkpoints (each holds the
     model and optimizer state; dozens of runs would fill the disk), the resume pointer and the
@@ -118,7 +135,8 @@ def train(spec: RunSpec, *, cfg=None, extra_tags: dict | None = None) -> Path:
         print(f"[dipkd] rank {launch.rank()}/{launch.world_size()} ({launch.backend()}): "
               f"training {spec.group}/{spec.key}", flush=True)
     if leader:
-        open_run(spec, work_dir / RUN_FILE, run_name=f"{spec.group}/{spec.key}",
+        open_run(spec, work_dir / RUN_FILE, run_name=f"{spec.group}/{spec.run_key}",
+                 data_digest=data_fingerprint(spec.dataset.root),
                  world_size=launch.world_size(), **(extra_tags or {}))
     try:
         runner = Runner.from_cfg(cfg)
@@ -137,6 +155,7 @@ def train(spec: RunSpec, *, cfg=None, extra_tags: dict | None = None) -> Path:
                   "method": spec.method, "dataset": spec.dataset.name,
                   "detector": spec.detector, "world_size": launch.world_size()},
                  model_cfg=build_config(spec), train_cfg=cfg)
+    tag_model(run_id, spec.model_path)
     write_curves(work_dir, spec.curves_path)
     prune_work_dir(work_dir)
     print(f"[dipkd] wrote {spec.model_path} and {spec.curves_path}", flush=True)

@@ -284,7 +284,7 @@ def test_two_process_cpu_training(tmp_path, params):
     assert not (tmp_path / "mlflow.db").exists()  # every process used MLFLOW_TRACKING_URI
     import mlflow
     client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{store}")
-    runs = client.search_runs([client.get_experiment_by_name("dipkd-repro").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("dipkd-repro/smoke").experiment_id])
     assert len(runs) == 1, [r.data.tags for r in runs]
     run = runs[0]
     assert {k: run.data.tags[k] for k in ("dataset", "detector", "role", "profile",

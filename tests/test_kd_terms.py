@@ -233,7 +233,7 @@ def test_distillation_run_logs_kd_grad_metrics_to_mlflow(tmp_path, params):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     import mlflow
     client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{ws / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("dipkd-repro")
+    exp = client.get_experiment_by_name("dipkd-repro/smoke")
     run = next(r for r in client.search_runs([exp.experiment_id])
                if r.data.tags.get("role") == "distilled")
     history = client.get_metric_history(run.info.run_id, "kd_grad/loss_kd_mse")

@@ -110,7 +110,7 @@ def test_dvc_repro_builds_every_table_and_tracks_every_run(tmp_path):
 
     import mlflow
     client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{ws / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("dipkd-repro")
+    exp = client.get_experiment_by_name("dipkd-repro/smoke")
     runs = client.search_runs([exp.experiment_id])
     # 2 teachers, 2 students, 2 DIPKD, 2 DIPKD without inheritance, 3 baselines, 1 ablation,
     # 1 tau, 1 mask rate

@@ -50,7 +50,7 @@ def test_study_runs_end_to_end_and_writes_every_file(tmp_path):
     assert "teacher/ssdd-faster_rcnn-seed0" in curves and "student/ssdd-faster_rcnn-seed1" in curves
     import mlflow
     client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{ws / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("dipkd-repro").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("dipkd-repro/smoke").experiment_id])
     # 1 teacher + 2 seeds x (student, DIPKD, DIPKD without inheritance, FitNet)
     assert len(runs) == 9 and all(r.data.tags.get("study") == "tiny" for r in runs)
     bad = subprocess.run([sys.executable, "-m", "pipeline.study", "--name", "missing"], cwd=ws,

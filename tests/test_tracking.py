@@ -1,4 +1,6 @@
-"""MLflow tags and store location (no training needed)."""
+"""MLflow tags, store location, experiments, inputs and parent runs (no training needed)."""
+import pytest
+
 from dipkd.config.params import distill_spec, run_spec
 from dipkd.tracking.mlflow_runs import local_store_uri, run_tags, tracking_uri
 
@@ -28,3 +30,108 @@ def test_store_is_at_dvc_root_unless_a_server_is_set(tmp_path, monkeypatch):
     assert tracking_uri() == local_store_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert tracking_uri() == "http://127.0.0.1:5000"
+
+
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory):
+    """One MLflow store for this module's tests (creating a SQLite store takes seconds)."""
+    return tmp_path_factory.mktemp("store")
+
+
+@pytest.fixture
+def client(store_dir, tmp_path, monkeypatch):
+    """An MlflowClient on the shared store, with the project root at ``tmp_path`` and no
+    DVC experiment in the environment; the store is cleared of runs of earlier tests."""
+    import mlflow
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    monkeypatch.delenv("DVC_EXP_BASELINE_REV", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.setenv("DIPKD_STORE_ROOT", str(store_dir))
+    monkeypatch.chdir(tmp_path)
+    client = mlflow.tracking.MlflowClient(tracking_uri=local_store_uri())
+    for exp in client.search_experiments():
+        for run in client.search_runs([exp.experiment_id]):
+            client.delete_run(run.info.run_id)
+    yield client
+    mlflow.end_run()
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)   # set by mlflow.set_tracking_uri
+
+
+def test_each_profile_has_its_own_model_training_experiment(params, client, store_dir):
+    import mlflow
+    from dipkd.config.params import experiment_name
+    from dipkd.tracking.mlflow_runs import EXPERIMENT_KIND, ensure_experiment
+    assert run_spec(params, "student", "ssdd", "retinanet").experiment == "dipkd-repro/smoke"
+    params["profile"] = "paper"
+    assert experiment_name(params) == "dipkd-repro/paper"
+    exp_id = ensure_experiment("dipkd-repro/smoke")
+    assert ensure_experiment("dipkd-repro/smoke") == exp_id   # idempotent
+    assert client.get_experiment(exp_id).tags[EXPERIMENT_KIND[0]] == "custom_model_development"
+    # an experiment made before the tag existed gets it on first use
+    old = client.create_experiment("old", artifact_location=(store_dir / "a").as_uri())
+    assert EXPERIMENT_KIND[0] not in client.get_experiment(old).tags
+    assert ensure_experiment("old") == old
+    assert client.get_experiment(old).tags[EXPERIMENT_KIND[0]] == "custom_model_development"
+    mlflow.end_run()
+
+
+def test_new_run_logs_name_params_and_dataset(params, client, tmp_path):
+    import mlflow
+    from dipkd.tracking.mlflow_runs import open_run
+    spec = run_spec(params, "student", "ssdd", "retinanet")
+    open_run(spec, tmp_path / "run.json", run_name=f"{spec.group}/{spec.run_key}",
+             data_digest="ab" * 32)
+    run_id = mlflow.active_run().info.run_id
+    mlflow.end_run()
+    run = client.get_run(run_id)
+    assert run.info.run_name == "student/ssdd-retinanet-seed0"
+    assert run.data.params["schedule.epochs"] == "2"
+    (inp,) = run.inputs.dataset_inputs
+    assert (inp.dataset.name, inp.dataset.digest) == ("ssdd", "ab" * 16)
+    assert str(tmp_path / "data" / "ssdd") in inp.dataset.source
+    assert {t.key: t.value for t in inp.tags}["data_source"] == "synthetic"
+    assert "mlflow.parentRunId" not in run.data.tags
+    assert run.data.tags["git_commit"] != ""
+
+
+def test_dvc_experiment_runs_share_a_parent_and_the_baseline_commit(params, client, tmp_path,
+                                                                      monkeypatch):
+    import mlflow
+    from dipkd.tracking.mlflow_runs import open_run
+    monkeypatch.setenv("DVC_EXP_NAME", "brisk-wren")
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "c0ffee" * 6 + "abcd")
+    ids = []
+    for role in ("teacher", "student"):
+        spec = run_spec(params, role, "ssdd", "retinanet")
+        open_run(spec, tmp_path / f"{role}.json", run_name=spec.run_key)
+        ids.append(mlflow.active_run().info.run_id)
+        mlflow.end_run()
+    runs = [client.get_run(i) for i in ids]
+    parents = {r.data.tags["mlflow.parentRunId"] for r in runs}
+    assert len(parents) == 1
+    parent = client.get_run(parents.pop())
+    assert parent.info.run_name == "brisk-wren" and parent.data.tags["dvc_exp"] == "brisk-wren"
+    assert all(r.data.tags["git_commit"] == "c0ffee" * 6 + "abcd" for r in runs)
+    assert all(r.data.tags["dvc_exp"] == "brisk-wren" for r in runs)
+
+
+def test_evaluating_a_model_from_another_store_makes_a_new_tagged_run(params, client, tmp_path,
+                                                                        monkeypatch):
+    import json
+
+    import torch
+
+    from dipkd import evaluate as ev
+    spec = run_spec(params, "student", "ssdd", "retinanet")
+    model = tmp_path / "colleague.pth"
+    torch.save({"state_dict": {}, "meta": {"mlflow_run_id": "f" * 32}}, model)
+    monkeypatch.setattr(ev, "test_model", lambda *a, **k: {"mAP": 0.5, "AP50": 0.9})
+    metrics = ev.evaluate(spec, model, out=tmp_path / "m.json")
+    assert metrics == {"mAP": 0.5, "AP50": 0.9}
+    assert json.loads((tmp_path / "m.json").read_text()) == {"metrics": metrics}  # only metrics
+    exp = client.get_experiment_by_name("dipkd-repro/smoke")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.data.tags["original_run_id"] == "f" * 32
+    assert run.data.tags["role"] == "student" and run.data.tags["seed"] == "0"
+    assert run.data.metrics["test/mAP"] == 0.5

@@ -33,7 +33,7 @@ def _run(cwd, *args, check=True):
 def _mlflow_runs(cwd):
     import mlflow
     client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("dipkd-repro")
+    exp = client.get_experiment_by_name("dipkd-repro/smoke")
     return client, client.search_runs([exp.experiment_id])
 
 

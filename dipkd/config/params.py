@@ -385,6 +385,13 @@ def teacher_seed(params: dict) -> int:
     return int(params.get("teacher_seed", 0))
 
 
+def experiment_name(params: dict) -> str:
+    """The MLflow experiment of the active profile: ``<mlflow.experiment>/<profile>``
+    (``dipkd-repro/smoke``, ``dipkd-repro/paper``, ...), so that smoke runs never mix with
+    real ones in ``mlflow ui``."""
+    return f"{params.get('mlflow', {}).get('experiment', 'dipkd-repro')}/{params['profile']}"
+
+
 def run_spec(params: dict, role: str, dataset: str, detector: str,
              seed: int | None = None) -> RunSpec:
     """One run; ``seed`` defaults to the first of ``params["seeds"]`` (the teacher: to
@@ -409,5 +416,5 @@ def run_spec(params: dict, role: str, dataset: str, detector: str,
         schedule=role_schedule(prof["schedule"][detector][dataset], role),
         train=dict(prof["train"]),
         model=dict(prof["model"]),
-        experiment=params.get("mlflow", {}).get("experiment", "dipkd-repro"),
+        experiment=experiment_name(params),
     )

@@ -50,11 +50,11 @@ def log_run_deltas(params: dict, base: Path = Path("."), names=("mAP", "AP50")) 
     import mlflow
 
     from ..checkpoint import safe_load
-    from ..config.params import DETECTORS, dataset_spec
+    from ..config.params import DETECTORS, dataset_spec, experiment_name
     from ..tracking import ensure_experiment
 
     pattern = re.compile(rf"^(.+)-({'|'.join(DETECTORS)})-seed(\d+)$")
-    ensure_experiment(params.get("mlflow", {}).get("experiment", "dipkd-repro"))
+    ensure_experiment(experiment_name(params))
     client, updated = mlflow.tracking.MlflowClient(), 0
     for det_file in sorted((Path(base) / "detections" / "distilled").glob("*/*.json")):
         match = pattern.match(det_file.stem)

@@ -9,6 +9,18 @@ Training runs log through mmengine's own ``MLflowVisBackend`` (losses per loggin
 validation metrics per epoch, the config); the stage opens the run first, so the backend
 logs into it, and records the run id next to its outputs so that resuming a killed training
 and the later evaluation stage continue the same run.
+
+What a user comparing runs sees (``mlflow ui``):
+
+- one experiment per profile (``dipkd-repro/<profile>``, :func:`dipkd.config.params.
+  experiment_name`), tagged as a model-training experiment (:data:`EXPERIMENT_KIND`): MLflow
+  3 opens an untagged experiment on its GenAI overview page instead of the runs table;
+- run names ``<group>/<dataset>-<detector>-seed<k>``;
+- the dataset as an MLflow input (name, source, digest = our data fingerprint), which fills
+  the runs table's Dataset column;
+- under ``dvc exp run`` (DVC sets ``DVC_EXP_NAME`` and ``DVC_EXP_BASELINE_REV``): every run of
+  one DVC experiment is a child of a parent run named after it, and ``git_commit`` is the
+  experiment's baseline commit (the workspace of a queued experiment is a temporary copy).
 """
 from __future__ import annotations
 
@@ -39,20 +51,44 @@ def artifact_location() -> str:
     return (store_root() / "mlartifacts").as_uri()
 
 
+# MLflow's experiment tag that selects the UI's layout (mlflow/server/js: experimentKind);
+# "custom_model_development" opens the runs table, as for any model-training experiment.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
 def ensure_experiment(name: str) -> str:
-    """Create the experiment (artifacts next to the store) if needed; return its id."""
+    """Create the experiment (artifacts next to the store, :data:`EXPERIMENT_KIND` tag) if
+    needed; return its id. Two processes creating it at once both get the same id."""
     import mlflow
+    from mlflow.exceptions import MlflowException
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)  # note: this also exports MLFLOW_TRACKING_URI
     exp = mlflow.get_experiment_by_name(name)
     if exp is None:
         # A tracking server chooses its own artifact store; the local store keeps them here.
         location = artifact_location() if uri == local_store_uri() else None
-        return mlflow.create_experiment(name, artifact_location=location)
+        try:
+            return mlflow.create_experiment(name, artifact_location=location,
+                                            tags=dict([EXPERIMENT_KIND]))
+        except MlflowException:          # created by another process in between
+            exp = mlflow.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    if exp.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
+        mlflow.tracking.MlflowClient().set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
     return exp.experiment_id
 
 
+def dvc_experiment() -> str | None:
+    """The DVC experiment this process runs in (``dvc exp run``), else None."""
+    return os.environ.get("DVC_EXP_NAME") or None
+
+
 def git_commit() -> str:
+    """The commit the run's code comes from: under ``dvc exp run`` the experiment's baseline
+    commit (``DVC_EXP_BASELINE_REV``), else ``HEAD`` of the project."""
+    if os.environ.get("DVC_EXP_BASELINE_REV"):
+        return os.environ["DVC_EXP_BASELINE_REV"]
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_root(),
                              capture_output=True, text=True, check=True, timeout=10)
@@ -89,6 +125,8 @@ def run_tags(spec: RunSpec, **extra) -> dict:
             "dvc_stage": os.environ.get("DVC_STAGE", ""), "tables": tables_fed(spec)}
     if os.environ.get("DIPKD_STUDY"):   # set by `make study` (pipeline/study.py)
         tags["study"] = os.environ["DIPKD_STUDY"]
+    if dvc_experiment():
+        tags["dvc_exp"] = dvc_experiment()
     tags.update({k: str(v) for k, v in extra.items()})
     return tags
 
@@ -100,9 +138,43 @@ def _read_run_id(path: Path) -> str | None:
         return None
 
 
-def open_run(spec: RunSpec, run_file: Path, *, run_name: str, **extra_tags):
+def parent_run_id(experiment_id: str, name: str) -> str:
+    """The id of the parent run of DVC experiment ``name`` (created on first use)."""
+    import mlflow
+    client = mlflow.tracking.MlflowClient()
+    query = f"tags.dvc_exp = '{name}' AND tags.dipkd_parent = 'true'"
+    found = client.search_runs([experiment_id], query, max_results=1,
+                               order_by=["attributes.start_time ASC"])
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(experiment_id, run_name=name,
+                            tags={"dvc_exp": name, "dipkd_parent": "true",
+                                  "git_commit": git_commit()})
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+def log_dataset(spec: RunSpec, digest: str) -> None:
+    """The run's dataset as an MLflow input (``mlflow.log_input``): name, source (the data
+    directory), digest (the first 32 hex digits of the data fingerprint: MLflow stores at
+    most 36 characters) and whether it is synthetic or real."""
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    source = resolve_dataset_source(str((project_root() / spec.dataset.root).resolve()))
+    mlflow.log_input(MetaDataset(source, name=spec.dataset.name, digest=digest[:32]),
+                     context="train+test",
+                     tags={"data_source": spec.dataset.source,
+                           "preset": spec.dataset.preset or ""})
+
+
+def open_run(spec: RunSpec, run_file: Path, *, run_name: str, data_digest: str | None = None,
+             **extra_tags):
     """Start the run recorded in ``run_file`` if it still exists in the store, else a new one
-    (recorded in ``run_file``). Returns the active ``mlflow.ActiveRun``."""
+    (recorded in ``run_file``, with its params and, given ``data_digest``, its dataset input;
+    under ``dvc exp run`` a child of the experiment's parent run). Returns the active
+    ``mlflow.ActiveRun``."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -116,8 +188,12 @@ def open_run(spec: RunSpec, run_file: Path, *, run_name: str, **extra_tags):
     if run_id is not None:
         active = mlflow.start_run(run_id=run_id)
     else:
-        active = mlflow.start_run(experiment_id=exp_id, run_name=run_name)
+        tags = ({"mlflow.parentRunId": parent_run_id(exp_id, dvc_experiment())}
+                if dvc_experiment() else None)
+        active = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags)
         mlflow.log_params(spec.tracked_params())
+        if data_digest:
+            log_dataset(spec, data_digest)
         run_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = run_file.with_suffix(".tmp")
         tmp.write_text(json.dumps({"run_id": active.info.run_id, "experiment_id": exp_id}))

@@ -1,0 +1,200 @@
+"""The ``dipkd`` command (``[project.scripts]``; also ``python -m dipkd.cli``).
+
+    dipkd infer MODEL IMAGE_OR_DIR... --out DIR [--score-thr 0.3] [--overlap 0.2] ...
+    dipkd compare [--experiment NAME] [--filter "tags.tables LIKE '%table3%'"] [--metrics ...]
+    dipkd efficiency [ARGS...]          (the arguments of dipkd.efficiency, --help included)
+
+``infer``: :mod:`dipkd.inference.infer`. ``compare``: the table of :mod:`pipeline.compare`
+(the same function, :func:`compare`, and the same options, :data:`COMPARE_ARGUMENTS`).
+``efficiency``: every argument after it goes to ``dipkd.efficiency.main``.
+
+Errors are one line on stderr: exit code 2 for bad input (a missing or unreadable model, bad
+options, a params file that does not load), 1 when some images of ``infer`` could not be read
+(the others are processed). Heavy modules (torch, mmdet, mlflow) are imported inside the
+handlers, so ``--help`` is quick.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+INFER_EPILOG = """\
+examples:
+  dipkd infer models/distilled/ssdd/faster_rcnn/run.pth scene.tif --out out/
+  dipkd infer model.pth images/ big_scene.png --out out/ --score-thr 0.5 --overlap 0.25
+
+MODEL is an exported checkpoint (models/<role>/.../<run>.pth, dipkd.export): its mmdet
+config is read from the checkpoint (or the <run>.py beside it). Images larger than the
+model's training scale (the Resize scale of its test pipeline) are cut into overlapping
+tiles of that size at native resolution (--tile-size W H to choose another size, e.g. the
+training images' own size when training enlarged them); the tiles' detections are merged by
+class-wise NMS.
+Inputs: png, jpg, tif/tiff, bmp files or directories of them; 8-bit and 16-bit grayscale
+(16-bit: 0.5-99.5 percentile stretch to 8 bits), RGB, RGBA (alpha dropped).
+Outputs in --out: detections.json (COCO results list: image_id, file_name, bbox [x,y,w,h],
+score, category_id), images.json (the images the ids refer to, failures, settings) and
+<image stem>.png with the boxes drawn.
+Exit code: 0; 1 if an image could not be read (one line names it, the others go on);
+2 for a missing/unreadable model or bad options."""
+
+# The options of `dipkd compare` and `python -m pipeline.compare` (pipeline._cli.run format).
+COMPARE_ARGUMENTS = (
+    (("--experiment",), dict(default=None,
+                             help="MLflow experiment (default: the active profile's, "
+                                  "<mlflow.experiment>/<profile> of params.yaml, else "
+                                  "dipkd-repro/smoke)")),
+    (("--filter",), dict(default="", help="an MLflow search filter, e.g. "
+                                          "\"tags.tables LIKE '%%table3%%'\"")),
+    (("--metrics",), dict(nargs="+", default=["mAP", "AP50", "mAR"],
+                          help="test metrics to show, mean and std over seeds "
+                               "(default: %(default)s)")),
+)
+
+
+def compare(params: dict, args) -> None:
+    """Print the table of the evaluated runs in the MLflow store (``MLFLOW_TRACKING_URI`` or
+    the repository's ``mlflow.db``): final test metrics per configuration, mean +- std over
+    seeds (:func:`dipkd.tracking.compare.compare_table`). ``ValueError`` for an unknown
+    experiment."""
+    from dipkd.config.params import experiment_name
+    from dipkd.tracking.compare import compare_table, runs_frame
+
+    experiment = args.experiment or (experiment_name(params) if params else "dipkd-repro/smoke")
+    table = compare_table(runs_frame(experiment, args.filter), metrics=args.metrics)
+    if table.empty:
+        print(f"no evaluated runs in experiment {experiment!r}"
+              + (f" matching {args.filter!r}" if args.filter else ""))
+        return
+    print(table.to_markdown(index=False, floatfmt=".1f", missingval="-"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dipkd",
+        description="DIPKD reproduction: run exported SAR ship detectors on images and large "
+                    "scenes (infer), compare the runs in the MLflow store (compare), measure "
+                    "teacher/student efficiency (efficiency).",
+        epilog="`dipkd COMMAND --help` describes each command.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    infer = sub.add_parser(
+        "infer", help="detect ships in images/large scenes: COCO JSON and annotated PNGs",
+        description="Detect ships with an exported model in images and large SAR scenes\n"
+                    "(tiled at the model's scale, merged by NMS); write COCO-style JSON and\n"
+                    "PNGs with the boxes drawn.",
+        epilog=INFER_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    infer.add_argument("model", metavar="MODEL", help="exported model checkpoint (.pth)")
+    infer.add_argument("inputs", metavar="IMAGE_OR_DIR", nargs="+",
+                       help="image files and/or directories of images")
+    infer.add_argument("--out", required=True, metavar="DIR",
+                       help="output directory (created if needed)")
+    infer.add_argument("--score-thr", type=float, default=0.3, metavar="S",
+                       help="keep (JSON) and draw (PNG) detections with score >= S "
+                            "(default: %(default)s)")
+    infer.add_argument("--overlap", type=float, default=0.2, metavar="R",
+                       help="overlap of neighbouring tiles, fraction of the tile size, in "
+                            "[0, 1) (default: %(default)s)")
+    infer.add_argument("--nms-iou", type=float, default=0.5, metavar="IOU",
+                       help="IoU threshold of the class-wise NMS that merges the tiles' "
+                            "detections (default: %(default)s)")
+    infer.add_argument("--tile-size", type=int, nargs=2, default=None, metavar=("W", "H"),
+                       help="tile size in scene pixels (default: the model's training scale; "
+                            "images that fit it are run whole)")
+    infer.add_argument("--device", default="cpu",
+                       help="cpu or cuda[:N] (default: %(default)s)")
+    infer.add_argument("--batch-size", type=int, default=1, metavar="N",
+                       help="tiles per forward pass (default: %(default)s)")
+    infer.set_defaults(handler=_infer)
+
+    comp = sub.add_parser(
+        "compare", help="table of the runs in the MLflow store (python -m pipeline.compare)",
+        description="Print a table of the evaluated runs in the MLflow store "
+                    "(MLFLOW_TRACKING_URI or the repository's mlflow.db): final test metrics "
+                    "per configuration, mean +- std over seeds.",
+        epilog="example: dipkd compare --filter \"tags.tables LIKE '%table3%'\" "
+               "--metrics mAP APs APm APl")
+    comp.add_argument("--params", default=None,
+                      help="params file for the default experiment (default: params.yaml "
+                           "when present)")
+    for names, kwargs in COMPARE_ARGUMENTS:
+        comp.add_argument(*names, **kwargs)
+    comp.set_defaults(handler=_compare)
+
+    # parsed by dipkd.efficiency itself (see main): listed here for `dipkd --help`
+    sub.add_parser("efficiency", add_help=False,
+                   help="parameters, FLOPs and latency of teacher and student "
+                        "(`dipkd efficiency --help`)")
+    return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("dipkd-repro")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _error(message: str, code: int = 2) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def _infer(args) -> int:
+    from dipkd.inference.infer import InferError, run
+    try:
+        return run(args.model, args.inputs, args.out, score_thr=args.score_thr,
+                   overlap=args.overlap, nms_iou=args.nms_iou, device=args.device,
+                   batch_size=args.batch_size, tile_size=args.tile_size)
+    except InferError as exc:
+        return _error(str(exc))
+
+
+def _compare(args) -> int:
+    import os
+
+    from dipkd.config.params import ParamsError, load_params
+    try:
+        if args.params is None:
+            params = load_params("params.yaml") if os.path.isfile("params.yaml") else {}
+        else:
+            params = load_params(args.params)
+        compare(params, args)
+    except (ParamsError, FileNotFoundError, ValueError) as exc:
+        return _error(str(exc))
+    return 0
+
+
+def _efficiency(argv: list[str]) -> int:
+    try:
+        from dipkd.efficiency import main as efficiency_main
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("dipkd.efficiency", "dipkd"):
+            raise
+        return _error("dipkd efficiency is not available in this installation "
+                      "(no module dipkd.efficiency)")
+    argv0 = sys.argv[0]
+    sys.argv[0] = "dipkd efficiency"      # its argparse usage line
+    try:
+        code = efficiency_main(argv)
+    finally:
+        sys.argv[0] = argv0
+    return int(code or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``dipkd`` command; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "efficiency":
+        return _efficiency(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""``metrics/summary.json``: the headline numbers, so that ``dvc exp show`` and
+``dvc metrics show`` lead with what matters.
+
+- ``dipkd.<dataset>-<detector>``: DIPKD's mAP (mean over seeds), the student's, and DIPKD's
+  Δ mAP over the student with its 95% CI (the paired bootstrap of Table 1's Δ column);
+- ``table2``: the best distillation method of Table 2 (highest mAP averaged over the
+  datasets, the student excluded), its mean mAP and DIPKD's rank among the methods.
+
+Everything is read from the Table 1 and Table 2 rows the tables stage built: one place
+computes each number.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..evaluation.coco_eval import write_json_atomic
+from .render import Row
+
+SUMMARY_PATH = Path("metrics") / "summary.json"
+
+
+def _r(v):
+    return None if v is None else round(float(v), 2)
+
+
+def _find(rows: list[Row], **labels) -> Row | None:
+    return next((r for r in rows if all(r.labels.get(k) == v for k, v in labels.items())), None)
+
+
+def summarize(params: dict, table1_rows: list[Row], table2_rows: list[Row]) -> dict:
+    """The summary dict (percentages rounded to 0.01)."""
+    from .table1 import DETECTOR_NAMES, ROW_LABELS
+    from .table2 import NAMES
+
+    depth = params["roles"]["student"]["depth"]
+    out: dict = {"dipkd": {}}
+    for ds in params["datasets"]:
+        for det in params["detectors"]:
+            where = {"Dataset": ds.upper(), "Detector": DETECTOR_NAMES.get(det, det)}
+            ours = _find(table1_rows, **where,
+                         Model=ROW_LABELS["distilled/dipkd"].format(depth=depth))
+            student = _find(table1_rows, **where,
+                            Model=ROW_LABELS["student"].format(depth=depth))
+            if ours is None or student is None:
+                continue
+            entry = {"mAP": _r(ours.stats("mAP")[0]), "student_mAP": _r(student.stats("mAP")[0])}
+            d = ours.delta.get("mAP")
+            if d is not None:
+                entry.update(delta_mAP=_r(d.delta), delta_mAP_ci_low=_r(d.ci_low),
+                             delta_mAP_ci_high=_r(d.ci_high))
+            out["dipkd"][f"{ds}-{det}"] = entry
+    student_name = NAMES.get("student", "student")
+    scored = []
+    for row in table2_rows:
+        if row.labels["Method"].rstrip("*") == student_name:
+            continue
+        means = [row.stats(f"{ds.upper()} mAP")[0] for ds in params["datasets"]]
+        if all(m is not None for m in means):
+            scored.append((sum(means) / len(means), row.labels["Method"].rstrip("*")))
+    if scored:
+        scored.sort(reverse=True)
+        dipkd = NAMES.get("dipkd", "dipkd")
+        out["table2"] = {"best_method": scored[0][1], "best_mAP": _r(scored[0][0]),
+                         "dipkd_rank": next((i + 1 for i, (_, n) in enumerate(scored)
+                                             if n == dipkd), None),
+                         "methods": len(scored)}
+    return out
+
+
+def write_summary(summary: dict, path: Path = SUMMARY_PATH) -> None:
+    write_json_atomic(path, summary, indent=2)
