@@ -4,9 +4,14 @@
 # - torch/torchvision are installed from the pins in pyproject.toml;
 # - mmcv 2.1.0 has no wheel for torch 2.14, so it is built once from its source
 #   distribution (MMCV_WITH_OPS=1, C++ standard raised to C++20 for torch 2.14's headers)
-#   and the wheel is cached OUTSIDE the clone, keyed by mmcv version, torch version and
-#   CPU/CUDA, in ${DIPKD_WHEEL_CACHE:-${XDG_CACHE_HOME:-~/.cache}/dipkd-repro/wheels};
-# - a second run with nothing changed is a fast no-op (a stamp file records what was installed).
+#   and the wheel is cached OUTSIDE the clone, keyed by mmcv version, torch version,
+#   CPU/CUDA version and GPU architectures, in
+#   ${DIPKD_WHEEL_CACHE:-${XDG_CACHE_HOME:-~/.cache}/dipkd-repro/wheels};
+# - with a GPU, scripts/cuda_plan.py decides how: nvcc of torch's CUDA major version, else
+#   NVIDIA's compiler packages from the registry, else a one-line error; after the install
+#   mmcv's nms must run on cuda:0;
+# - a second run with nothing changed is a fast no-op (a stamp file records what was installed,
+#   including the GPUs and nvcc seen).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,7 +26,8 @@ CACHE="${DIPKD_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dipkd-repro/wheels}"
 say() { printf '[setup] %s\n' "$*"; }
 
 command -v "$PY" >/dev/null || PY=python3
-stamp_key="$( (cat pyproject.toml scripts/setup.sh; "$PY" --version) | sha256sum | cut -c1-16)"
+stamp_key="$( (cat pyproject.toml scripts/setup.sh scripts/cuda_plan.py; "$PY" --version;
+               "$PY" scripts/cuda_plan.py --signature) | sha256sum | cut -c1-16)"
 STAMP="$VENV/.dipkd-setup-$stamp_key"
 if [ -f "$STAMP" ]; then
     say "environment up to date ($VENV); nothing to do"
@@ -50,17 +56,35 @@ else
     say "installing torch $TORCH_VERSION and torchvision $TORCHVISION_VERSION (large download on a new machine)"
     pip_ install "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
 fi
-# CUDA ops only where a GPU and nvcc are both present.
-ACCEL="cpu"
-if command -v nvcc >/dev/null && command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
-    cuda_v="$(nvcc --version | sed -n 's/.*release \([0-9]*\)\.\([0-9]*\).*/\1\2/p')"
-    ACCEL="cu${cuda_v}"
-fi
-KEY="mmcv-${MMCV_VERSION}_torch-${TORCH_VERSION}_${ACCEL}_$("$VPY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
+# CPU or CUDA ops, for which GPUs, with which nvcc (scripts/cuda_plan.py).
+TORCH_CUDA="$("$VPY" -c 'import torch; print(torch.version.cuda or "")')"
+eval "$("$VPY" scripts/cuda_plan.py --torch-cuda "$TORCH_CUDA")"
+say "$MESSAGE"
+case "$ACTION" in
+    error) echo "[setup] error: $MESSAGE" >&2; exit 1 ;;
+    install-nvcc)
+        # shellcheck disable=SC2086
+        pip_ install -q $PACKAGES
+        site="$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+        CUDA_HOME="$("$VPY" scripts/cuda_plan.py --cuda-home-from-packages "$site")"
+        export CUDA_HOME PATH="$CUDA_HOME/bin:$PATH"
+        got="$("$CUDA_HOME/bin/nvcc" --version | sed -n 's/.*release \([0-9]*\.[0-9]*\).*/\1/p')"
+        if [ "${got%%.*}" != "${TORCH_CUDA%%.*}" ]; then
+            echo "[setup] error: installed nvcc $got does not match torch's CUDA $TORCH_CUDA" >&2
+            exit 1
+        fi
+        say "using nvcc $got from $CUDA_HOME" ;;
+    build) export CUDA_HOME="${CUDA_HOME:-$(dirname "$(dirname "$NVCC")")}" ;;
+esac
+if [ "$ACCEL" != cpu ]; then export TORCH_CUDA_ARCH_LIST="$ARCH"; fi
+KEY="$("$VPY" scripts/cuda_plan.py --wheel-key "$MMCV_VERSION" "$TORCH_VERSION" "$ACCEL" "$ARCH" \
+       "$("$VPY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')")"
 WHEEL_DIR="$CACHE/$KEY"
+MMCV_MARK="$VENV/.dipkd-mmcv-$KEY"
 
-if have_version mmcv "$MMCV_VERSION" && "$VPY" -c 'import mmcv.ops' 2>/dev/null; then
-    say "mmcv $MMCV_VERSION with ops already installed"
+if have_version mmcv "$MMCV_VERSION" && "$VPY" -c 'import mmcv.ops' 2>/dev/null \
+        && { [ -f "$MMCV_MARK" ] || [ "$ACCEL" = cpu ]; }; then
+    say "mmcv $MMCV_VERSION with ops already installed ($KEY)"
 else
     wheel="$(ls "$WHEEL_DIR"/mmcv-*.whl 2>/dev/null | head -n1 || true)"
     if [ -z "$wheel" ]; then
@@ -99,7 +123,23 @@ else
     else
         say "reusing cached mmcv wheel $wheel"
     fi
-    pip_ install --no-deps "$wheel"
+    pip_ install --no-deps --force-reinstall "$wheel"
+fi
+rm -f "$VENV"/.dipkd-mmcv-*
+touch "$MMCV_MARK"
+if [ "$ACCEL" != cpu ]; then
+    if ! "$VPY" - <<'EOF'
+import torch
+from mmcv.ops import nms
+boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 10.0, 10.0]], device="cuda:0")
+nms(boxes, torch.tensor([0.9, 0.8], device="cuda:0"), 0.5)
+EOF
+    then
+        echo "[setup] error: mmcv's nms does not run on cuda:0 (mmcv built for $KEY); see above" >&2
+        rm -f "$MMCV_MARK"
+        exit 1
+    fi
+    say "mmcv's CUDA ops run on cuda:0"
 fi
 
 say "installing dipkd-repro and its pinned dependencies"
