@@ -27,7 +27,8 @@ def test_tags_name_the_run_and_its_tables(params, monkeypatch):
 def test_store_is_at_dvc_root_unless_a_server_is_set(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
-    assert tracking_uri() == local_store_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert tracking_uri() == local_store_uri() == \
+        f"sqlite:///{tmp_path / 'mlflow.db'}?timeout=60"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert tracking_uri() == "http://127.0.0.1:5000"
 
@@ -135,3 +136,42 @@ def test_evaluating_a_model_from_another_store_makes_a_new_tagged_run(params, cl
     assert run.data.tags["original_run_id"] == "f" * 32
     assert run.data.tags["role"] == "student" and run.data.tags["seed"] == "0"
     assert run.data.metrics["test/mAP"] == 0.5
+
+
+WRITER = """
+import sys
+import mlflow
+from dipkd.tracking.mlflow_runs import ensure_experiment
+exp = ensure_experiment("dipkd-repro/smoke")
+with mlflow.start_run(experiment_id=exp, run_name=f"writer{sys.argv[1]}"):
+    for step in range(25):
+        mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
+        mlflow.set_tag(f"t{step}", step)
+"""
+
+
+@pytest.mark.slow
+def test_parallel_writers_lose_nothing(tmp_path):
+    """Four processes create the store and the experiment at once and log 25 steps each."""
+    import os
+    import subprocess
+    import sys
+
+    import mlflow
+    from pathlib import Path
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env.update(DIPKD_STORE_ROOT=str(tmp_path), PYTHONPATH=str(Path(__file__).parents[1]))
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(i)], env=env, cwd=tmp_path,
+                              stderr=subprocess.PIPE, text=True) for i in range(4)]
+    errors = [p.communicate(timeout=600)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(e[-1500:] for e in errors)
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (exp,) = [e for e in client.search_experiments() if e.name == "dipkd-repro/smoke"]
+    runs = client.search_runs([exp.experiment_id])
+    assert sorted(r.info.run_name for r in runs) == [f"writer{i}" for i in range(4)]
+    for run in runs:
+        assert len(client.get_metric_history(run.info.run_id, "loss")) == 25
+        assert sum(k.startswith("t") for k in run.data.tags) == 25
+    import sqlite3
+    assert sqlite3.connect(tmp_path / "mlflow.db").execute(
+        "PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -24,8 +24,11 @@ What a user comparing runs sees (``mlflow ui``):
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -39,8 +42,34 @@ def store_root() -> Path:
     return Path(root).resolve() if root else project_root()
 
 
+# sqlite3's busy timeout (s): a writer waits for another process's write instead of failing
+# with "database is locked" (parallel stages, `dvc queue start -j N`).
+BUSY_TIMEOUT = 60
+
+
 def local_store_uri() -> str:
-    return f"sqlite:///{store_root() / 'mlflow.db'}"
+    return f"sqlite:///{store_root() / 'mlflow.db'}?timeout={BUSY_TIMEOUT}"
+
+
+@contextlib.contextmanager
+def _store_lock():
+    """Serialise the creation of the local store and of experiments across processes (an
+    exclusive ``flock`` on ``mlflow.db.lock``) and switch the store to SQLite's WAL journal,
+    in which readers never block the one writer. A tracking server needs neither."""
+    if tracking_uri() != local_store_uri():
+        yield
+        return
+    root = store_root()
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "mlflow.db.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with contextlib.closing(sqlite3.connect(root / "mlflow.db",
+                                                    timeout=BUSY_TIMEOUT)) as db:
+                db.execute("PRAGMA journal_mode=WAL")   # persistent: stored in the file
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def tracking_uri() -> str:
@@ -58,25 +87,28 @@ EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 def ensure_experiment(name: str) -> str:
     """Create the experiment (artifacts next to the store, :data:`EXPERIMENT_KIND` tag) if
-    needed; return its id. Two processes creating it at once both get the same id."""
+    needed; return its id. Processes creating it at once all get the same id (the local
+    store is created and the experiment looked up under :func:`_store_lock`)."""
     import mlflow
     from mlflow.exceptions import MlflowException
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)  # note: this also exports MLFLOW_TRACKING_URI
-    exp = mlflow.get_experiment_by_name(name)
-    if exp is None:
-        # A tracking server chooses its own artifact store; the local store keeps them here.
-        location = artifact_location() if uri == local_store_uri() else None
-        try:
-            return mlflow.create_experiment(name, artifact_location=location,
-                                            tags=dict([EXPERIMENT_KIND]))
-        except MlflowException:          # created by another process in between
-            exp = mlflow.get_experiment_by_name(name)
-            if exp is None:
-                raise
-    if exp.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
-        mlflow.tracking.MlflowClient().set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
-    return exp.experiment_id
+    with _store_lock():
+        exp = mlflow.get_experiment_by_name(name)
+        if exp is None:
+            # A tracking server chooses its own artifact store; the local one keeps them here.
+            location = artifact_location() if uri == local_store_uri() else None
+            try:
+                return mlflow.create_experiment(name, artifact_location=location,
+                                                tags=dict([EXPERIMENT_KIND]))
+            except MlflowException:          # a server: created by another client meanwhile
+                exp = mlflow.get_experiment_by_name(name)
+                if exp is None:
+                    raise
+        if exp.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
+            mlflow.tracking.MlflowClient().set_experiment_tag(exp.experiment_id,
+                                                              *EXPERIMENT_KIND)
+        return exp.experiment_id
 
 
 def dvc_experiment() -> str | None:
@@ -143,15 +175,16 @@ def parent_run_id(experiment_id: str, name: str) -> str:
     import mlflow
     client = mlflow.tracking.MlflowClient()
     query = f"tags.dvc_exp = '{name}' AND tags.dipkd_parent = 'true'"
-    found = client.search_runs([experiment_id], query, max_results=1,
-                               order_by=["attributes.start_time ASC"])
-    if found:
-        return found[0].info.run_id
-    run = client.create_run(experiment_id, run_name=name,
-                            tags={"dvc_exp": name, "dipkd_parent": "true",
-                                  "git_commit": git_commit()})
-    client.set_terminated(run.info.run_id)
-    return run.info.run_id
+    with _store_lock():   # queued experiments' stages may start at once: one parent
+        found = client.search_runs([experiment_id], query, max_results=1,
+                                   order_by=["attributes.start_time ASC"])
+        if found:
+            return found[0].info.run_id
+        run = client.create_run(experiment_id, run_name=name,
+                                tags={"dvc_exp": name, "dipkd_parent": "true",
+                                      "git_commit": git_commit()})
+        client.set_terminated(run.info.run_id)
+        return run.info.run_id
 
 
 def log_dataset(spec: RunSpec, digest: str) -> None:
