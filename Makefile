@@ -27,5 +27,7 @@ STUDY ?= cpu
 study: setup
 	$(RUN) python -m pipeline.study --name $(STUDY)
 
+# MLflow 3.17 opens experiments on its GenAI page unless the URL asks for model training.
 mlflow-ui: setup
+	@echo "open http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
 	$(RUN) mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db

@@ -24,6 +24,10 @@ class UnsafeCheckpointError(RuntimeError):
     """A checkpoint file contains a pickled global outside the allowlist."""
 
 
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint file is truncated, corrupt or not a torch checkpoint at all."""
+
+
 def _numpy_globals() -> list:
     from numpy._core.multiarray import _reconstruct, scalar
     dtype_classes = [type(np.dtype(t)) for t in
@@ -68,7 +72,7 @@ def safe_load(path: str | os.PathLike, map_location="cpu"):
             f"allowlist ({refused[:200]})") from None
     except (RuntimeError, EOFError, KeyError, IndexError, ValueError) as exc:
         # a truncated or foreign file: torch's zip/pickle readers fail in these ways
-        raise RuntimeError(f"{path}: not a readable torch checkpoint "
+        raise CorruptCheckpointError(f"{path}: not a readable torch checkpoint "
                            f"({str(exc).splitlines()[0][:200]})") from None
 
 

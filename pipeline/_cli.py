@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from dipkd import launch
+from dipkd.checkpoint import CorruptCheckpointError, UnsafeCheckpointError
 from dipkd.config.params import ParamsError, load_params, parse_switches, run_spec
 from dipkd.datasets.coco_layout import validate_layout
 from dipkd.models.pretrained import PretrainedWeightsError
@@ -35,7 +36,8 @@ def run(main, description: str, *args_spec, scale_out: bool = False) -> None:
                 launch.check_devices(processes)
                 sys.exit(launch.relaunch(processes))
         main(params, args)
-    except (ParamsError, FileNotFoundError, ValueError, PretrainedWeightsError) as exc:
+    except (ParamsError, FileNotFoundError, ValueError, PretrainedWeightsError,
+            CorruptCheckpointError, UnsafeCheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
 

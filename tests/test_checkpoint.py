@@ -91,3 +91,31 @@ def test_history_buffer_checkpoint_loads_in_a_fresh_process(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
                          text=True, check=True)
     assert out.stdout.strip() == "1.0"
+
+
+def test_truncated_model_given_to_evaluation_is_one_line_naming_it(tmp_path, params):
+    """The evaluate stage on a cut-off model file: exit 2, one line naming the file."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from _helpers import tiny_workspace
+    from dipkd.checkpoint import CorruptCheckpointError
+    ws = tiny_workspace(tmp_path, params)
+    model = ws / "models/student/ssdd-retinanet-seed0.pth"
+    model.parent.mkdir(parents=True)
+    torch.save({"state_dict": {"w": torch.zeros(1000)}, "meta": {}}, model)
+    model.write_bytes(model.read_bytes()[:300])          # a cut download / full disk
+    with pytest.raises(CorruptCheckpointError, match="ssdd-retinanet-seed0.pth"):
+        safe_load(model)
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "pipeline.evaluate", "--role", "student",
+                           "--dataset", "ssdd", "--detector", "retinanet"], cwd=ws,
+                          env=dict(os.environ, PYTHONPATH=str(repo), DVC_ROOT=str(ws)),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "ssdd-retinanet-seed0.pth" in lines[0] \
+        and "not a readable torch checkpoint" in lines[0], proc.stderr
