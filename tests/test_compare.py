@@ -16,7 +16,7 @@ def store(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
-    exp = mlflow.create_experiment("dipkd-repro")
+    exp = mlflow.create_experiment("dipkd-repro/smoke")
     runs = [({"method": "dipkd", "variant": "rit", "tables": "table3"}, 0.50),
             ({"method": "dipkd", "variant": "rit", "tables": "table3"}, 0.54),
             ({"method": "fgd", "tables": "table2"}, 0.40),
@@ -32,11 +32,11 @@ def store(tmp_path, monkeypatch):
 
 
 def test_seeds_are_averaged_and_unevaluated_runs_left_out(store):
-    table = compare_table(runs_frame("dipkd-repro"))
+    table = compare_table(runs_frame("dipkd-repro/smoke"))
     assert len(table) == 2
     rit = table[table["variant"] == "rit"].iloc[0]
     assert rit["runs"] == 2 and rit["mAP"] == 52.0 and rit["mAP std"] == pytest.approx(2.8)
-    only3 = compare_table(runs_frame("dipkd-repro", "tags.tables LIKE '%table3%'"))
+    only3 = compare_table(runs_frame("dipkd-repro/smoke", "tags.tables LIKE '%table3%'"))
     assert list(only3["method"]) == ["dipkd"]
 
 
