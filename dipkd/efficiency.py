@@ -49,8 +49,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config.params import (DETECTORS, ParamsError, distill_spec, load_params, run_spec,
-                            teacher_seed)
+from .config.params import ParamsError, load_params, teacher_seed
 
 DEFAULT_WARMUP = 3
 DEFAULT_RUNS = 10
@@ -168,8 +167,6 @@ def build_detector(detector: str, depth: int, model_settings: dict, seed: int = 
     from .config.mmdet_config import CLASSES
     from .models.detectors import detector_cfg
 
-    if detector not in DETECTORS:
-        raise ValueError(f"unknown detector {detector!r}; valid: {', '.join(DETECTORS)}")
     register_all_modules()
     torch.manual_seed(seed)
     model = MODELS.build(ConfigDict(detector_cfg(detector, int(depth), False, model_settings,
@@ -341,14 +338,10 @@ def metrics_files(params: dict, role: str, dataset: str, detector: str,
                   metrics_dir: Path = Path("metrics")) -> list[Path]:
     """The metrics files of a row: the teacher's (teacher seed), or one per seed of the
     student's / DIPKD student's runs."""
-    if role == "teacher":
-        specs = [run_spec(params, "teacher", dataset, detector, teacher_seed(params))]
-    elif role == "student":
-        specs = [run_spec(params, "student", dataset, detector, s) for s in params["seeds"]]
-    elif role == "dipkd":
-        specs = [distill_spec(params, "dipkd", dataset, detector, s) for s in params["seeds"]]
-    else:
+    from .reports.table1 import specs_for
+    if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; valid: {', '.join(ROLES)}")
+    specs = specs_for(params, "distilled/dipkd" if role == "dipkd" else role, dataset, detector)
     return [Path(metrics_dir) / s.metrics_path.relative_to("metrics") for s in specs]
 
 

@@ -48,19 +48,17 @@ def _evaluation_run(spec: RunSpec, meta: dict, model_path: Path):
     ``mlflow_run_id``) when the store has it; else (a colleague's model, a deleted
     ``mlflow.db``) a new run of its own, tagged ``original_run_id``, with the run's tags."""
     import mlflow
-    from mlflow.exceptions import MlflowException
 
     from .tracking import ensure_experiment, run_tags
+    from .tracking.mlflow_runs import run_exists
 
     exp_id = ensure_experiment(spec.experiment)
     run_id = meta.get("mlflow_run_id")
+    if run_id and run_exists(run_id):
+        return mlflow.start_run(run_id=run_id)
     if run_id:
-        try:
-            mlflow.get_run(run_id)
-            return mlflow.start_run(run_id=run_id)
-        except MlflowException:
-            print(f"[dipkd] {model_path}: its training run {run_id} is not in this MLflow "
-                  "store; logging the evaluation as a new run", flush=True)
+        print(f"[dipkd] {model_path}: its training run {run_id} is not in this MLflow "
+              "store; logging the evaluation as a new run", flush=True)
     tags = run_tags(spec, model_path=str(model_path), evaluation_only="true")
     if run_id:
         tags["original_run_id"] = run_id

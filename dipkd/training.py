@@ -60,21 +60,14 @@ def prepare_work_dir(work_dir: Path, fingerprint: str) -> bool:
     return (work_dir / "last_checkpoint").exists()
 
 
-def file_md5(path: Path) -> str:
-    """The md5 of a file's content: DVC's hash of a file output (``dvc.lock`` ``md5``)."""
-    h = hashlib.md5()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def tag_model(run_id: str, model_path: Path) -> None:
     """Tag the run with its exported model: path (relative to the project) and DVC hash, so
     that a run in ``mlflow ui`` leads to the file ``dvc checkout`` restores."""
     import mlflow
     mlflow.tracking.MlflowClient().set_tag(run_id, "model_path", str(model_path))
-    mlflow.tracking.MlflowClient().set_tag(run_id, "model_dvc_md5", file_md5(model_path))
+    with open(model_path, "rb") as fh:   # DVC's hash of a file output: md5 of its content
+        md5 = hashlib.file_digest(fh, "md5").hexdigest()
+    mlflow.tracking.MlflowClient().set_tag(run_id, "model_dvc_md5", md5)
 
 
 def prune_work_dir(work_dir: Path) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..evaluation.coco_eval import write_json_atomic
+from .compare_plots import table2_bars
 from .render import Row
 
 SUMMARY_PATH = Path("metrics") / "summary.json"
@@ -50,13 +51,8 @@ def summarize(params: dict, table1_rows: list[Row], table2_rows: list[Row]) -> d
                              delta_mAP_ci_high=_r(d.ci_high))
             out["dipkd"][f"{ds}-{det}"] = entry
     student_name = NAMES.get("student", "student")
-    scored = []
-    for row in table2_rows:
-        if row.labels["Method"].rstrip("*") == student_name:
-            continue
-        means = [row.stats(f"{ds.upper()} mAP")[0] for ds in params["datasets"]]
-        if all(m is not None for m in means):
-            scored.append((sum(means) / len(means), row.labels["Method"].rstrip("*")))
+    scored = [(bar["mAP"], bar["method"]) for bar in table2_bars(params, table2_rows)
+              if bar["method"] != student_name]
     if scored:
         scored.sort(reverse=True)
         dipkd = NAMES.get("dipkd", "dipkd")

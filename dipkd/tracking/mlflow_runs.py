@@ -163,6 +163,17 @@ def run_tags(spec: RunSpec, **extra) -> dict:
     return tags
 
 
+def run_exists(run_id: str) -> bool:
+    """The run is in the current tracking store."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    try:
+        mlflow.get_run(run_id)
+        return True
+    except MlflowException:
+        return False
+
+
 def _read_run_id(path: Path) -> str | None:
     try:
         return json.loads(path.read_text())["run_id"]
@@ -209,16 +220,10 @@ def open_run(spec: RunSpec, run_file: Path, *, run_name: str, data_digest: str |
     under ``dvc exp run`` a child of the experiment's parent run). Returns the active
     ``mlflow.ActiveRun``."""
     import mlflow
-    from mlflow.exceptions import MlflowException
 
     exp_id = ensure_experiment(spec.experiment)
     run_id = _read_run_id(run_file)
-    if run_id is not None:
-        try:
-            mlflow.get_run(run_id)
-        except MlflowException:
-            run_id = None
-    if run_id is not None:
+    if run_id is not None and run_exists(run_id):
         active = mlflow.start_run(run_id=run_id)
     else:
         tags = ({"mlflow.parentRunId": parent_run_id(exp_id, dvc_experiment())}
