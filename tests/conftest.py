@@ -20,3 +20,20 @@ def write_params(tmp_path):
         path.write_text(yaml.safe_dump(p))
         return path
     return _write
+
+
+@pytest.fixture(autouse=True)
+def _restore_environment():
+    """Give every test the environment it started with. ``mlflow.set_tracking_uri`` exports
+    ``MLFLOW_TRACKING_URI`` into ``os.environ``, so a test that opens a run in-process would
+    otherwise send every later test's stage subprocesses into its temporary store."""
+    import os
+    before = dict(os.environ)
+    yield
+    if dict(os.environ) != before:
+        os.environ.clear()
+        os.environ.update(before)
+    mlflow = __import__("sys").modules.get("mlflow")
+    if mlflow is not None and "MLFLOW_TRACKING_URI" not in before:
+        from mlflow.tracking import _tracking_service
+        _tracking_service.utils._tracking_uri = None    # the in-process default, too

@@ -1,5 +1,8 @@
 """The fused numba Haar denoising kernel against PyWavelets, and when WaveletDenoiser uses it."""
 import multiprocessing
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -93,16 +96,11 @@ def _denoise_in_child(queue):
     queue.put(float(haar_kernel.haar_std_denoise(_sine_maps(), 3, 0.5).numpy().sum()))
 
 
-def test_a_forked_child_runs_the_kernel():
-    """The thread pool belongs to the process that made it: after a fork (as data loader
-    workers are made) the child makes its own instead of waiting on the parent's threads,
-    which do not exist in it."""
-    before = torch.get_num_threads()
+def fork_check() -> None:
+    """Run the kernel on the pool's threads, fork, run it in the child; exit 1 if the child
+    hangs, fails or disagrees."""
     torch.set_num_threads(2)
-    try:
-        expected = float(haar_kernel.haar_std_denoise(_sine_maps(), 3, 0.5).numpy().sum())
-    finally:
-        torch.set_num_threads(before)
+    expected = float(haar_kernel.haar_std_denoise(_sine_maps(), 3, 0.5).numpy().sum())
     assert haar_kernel._pool is not None            # the parent's pool ran the chunks
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
@@ -114,7 +112,20 @@ def test_a_forked_child_runs_the_kernel():
         child.join(timeout=60)
         if child.is_alive():
             child.kill()
-    assert child.exitcode == 0 and got == pytest.approx(expected, rel=1e-6)
+    assert child.exitcode == 0 and got == pytest.approx(expected, rel=1e-6), (got, expected)
+
+
+def test_a_forked_child_runs_the_kernel():
+    """The thread pool belongs to the process that made it: after a fork (as data loader
+    workers are made) the child makes its own instead of waiting on the parent's threads,
+    which do not exist in it. Checked in a fresh interpreter: forking pytest's process, which
+    earlier tests left with threads of their own (MLflow, OpenMP) holding locks, tests those
+    instead of the kernel."""
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+            "import test_haar_kernel; test_haar_kernel.fork_check()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, cwd=Path(__file__).parents[1])
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 def test_bad_inputs_are_refused():

@@ -1,4 +1,6 @@
 """MLflow tags, store location, experiments, inputs and parent runs (no training needed)."""
+import os
+
 import pytest
 
 from dipkd.config.params import distill_spec, run_spec
@@ -56,7 +58,8 @@ def client(store_dir, tmp_path, monkeypatch):
             client.delete_run(run.info.run_id)
     yield client
     mlflow.end_run()
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)   # set by mlflow.set_tracking_uri
+    # set by mlflow.set_tracking_uri; not monkeypatch.delenv, whose undo would put it back
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 def test_each_profile_has_its_own_model_training_experiment(params, client, store_dir):
