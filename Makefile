@@ -4,13 +4,18 @@ SHELL := /bin/bash
 VENV := $(CURDIR)/.venv
 RUN := PATH="$(VENV)/bin:$$PATH"
 
-.PHONY: setup repro test test-fast bench kd-terms study mlflow-ui
+.PHONY: setup repro repro-parallel test test-fast bench kd-terms study mlflow-ui
 
 setup:
 	@bash scripts/setup.sh
 
 repro: setup
 	$(RUN) dvc repro
+
+# N runs at a time through DVC's queue, one GPU (compute.gpus GPUs) each (dipkd/parallel_repro.py)
+JOBS ?= 2
+repro-parallel: setup
+	$(RUN) dipkd repro --jobs $(JOBS)
 
 test: setup
 	$(RUN) python -m pytest -v --durations=15

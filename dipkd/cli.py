@@ -3,10 +3,12 @@
     dipkd infer MODEL IMAGE_OR_DIR... --out DIR [--score-thr 0.3] [--overlap 0.2] ...
     dipkd compare [--experiment NAME] [--filter "tags.tables LIKE '%table3%'"] [--metrics ...]
     dipkd efficiency [ARGS...]          (the arguments of dipkd.efficiency, --help included)
+    dipkd repro --jobs N [--keep-experiments]
 
 ``infer``: :mod:`dipkd.inference.infer`. ``compare``: the table of :mod:`pipeline.compare`
 (the same function, :func:`compare`, and the same options, :data:`COMPARE_ARGUMENTS`).
-``efficiency``: every argument after it goes to ``dipkd.efficiency.main``.
+``efficiency``: every argument after it goes to ``dipkd.efficiency.main``. ``repro``:
+:mod:`dipkd.parallel_repro`.
 
 Errors are one line on stderr: exit code 2 for bad input (a missing or unreadable model, bad
 options, a params file that does not load), 1 when some images of ``infer`` could not be read
@@ -121,6 +123,23 @@ def build_parser() -> argparse.ArgumentParser:
         comp.add_argument(*names, **kwargs)
     comp.set_defaults(handler=_compare)
 
+    rep = sub.add_parser(
+        "repro", help="the whole pipeline, N stages at a time on N GPUs (or CPU workers), "
+                      "through DVC's queue",
+        description="Run `dvc repro` of this repository with up to --jobs runs at once: "
+                    "independent stages are queued as DVC experiments (dvc exp run --queue), "
+                    "run by `dvc queue start -j N`, and restored in the workspace from DVC's "
+                    "run-cache; then the tables are built. Each run takes a worker slot and "
+                    "its own GPU(s) (compute.gpus per run), shown in its log and in the MLflow "
+                    "tags gpu/worker_slot. Needs a git commit (DVC experiments start from one).",
+        epilog="example: dipkd repro --jobs 8     (make repro-parallel JOBS=8)")
+    rep.add_argument("--jobs", "-j", type=int, required=True,
+                     help="runs at once: one per GPU (per compute.gpus GPUs), or CPU workers")
+    rep.add_argument("--keep-experiments", action="store_true",
+                     help="keep the queued DVC experiments (dvc exp show) afterwards")
+    rep.add_argument("--poll", type=float, default=5.0, help=argparse.SUPPRESS)
+    rep.set_defaults(handler=_repro)
+
     # parsed by dipkd.efficiency itself (see main): listed here for `dipkd --help`
     sub.add_parser("efficiency", add_help=False,
                    help="parameters, FLOPs and latency of teacher and student "
@@ -163,6 +182,20 @@ def _compare(args) -> int:
         compare(params, args)
     except (ParamsError, FileNotFoundError, ValueError) as exc:
         return _error(str(exc))
+    return 0
+
+
+def _repro(args) -> int:
+    from pathlib import Path
+
+    from dipkd.config.params import ParamsError
+    from dipkd.parallel_repro import ParallelReproError, repro
+    try:
+        repro(Path.cwd(), args.jobs, keep_experiments=args.keep_experiments, poll=args.poll)
+    except (ParallelReproError, ParamsError) as exc:
+        return _error(str(exc), 1)
+    except KeyboardInterrupt:
+        return 130
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dipkd import launch
+from dipkd import device_slots, launch
 from dipkd.checkpoint import CorruptCheckpointError, UnsafeCheckpointError
 from dipkd.config.params import ParamsError, load_params, parse_switches, run_spec
 from dipkd.datasets.coco_layout import validate_layout
@@ -27,6 +27,8 @@ def run(main, description: str, *args_spec, scale_out: bool = False) -> None:
     args = parser.parse_args()
     if scale_out and launch.in_worker():
         launch.die_with_launcher()
+    if not launch.in_worker():      # torchrun's workers inherit their launcher's devices
+        device_slots.acquire()      # a parallel repro's worker slot (dipkd.parallel_repro)
     try:
         params = load_params(args.params)
         if scale_out:

@@ -32,6 +32,7 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
+from .. import device_slots
 from ..config.params import SENSITIVITY_KEYS, RunSpec, project_root
 
 
@@ -111,8 +112,15 @@ def ensure_experiment(name: str) -> str:
         return exp.experiment_id
 
 
+PARALLEL_REPRO_VAR = "DIPKD_PARALLEL_REPRO"
+
+
 def dvc_experiment() -> str | None:
-    """The DVC experiment this process runs in (``dvc exp run``), else None."""
+    """The DVC experiment this process runs in (``dvc exp run``), else None. The queued
+    experiments of a parallel repro (:mod:`dipkd.parallel_repro`) are its machinery, not
+    experiments of the user's: their runs are tagged ``parallel_repro`` instead."""
+    if os.environ.get(PARALLEL_REPRO_VAR):
+        return None
     return os.environ.get("DVC_EXP_NAME") or None
 
 
@@ -150,7 +158,8 @@ def tables_fed(spec: RunSpec) -> str:
 
 def run_tags(spec: RunSpec, **extra) -> dict:
     """Tags every run carries: dataset, detector, role, method, profile, seed, commit, stage,
-    and the tables it feeds."""
+    the tables it feeds, and the device it ran on (``gpu``; ``worker_slot`` and
+    ``parallel_repro`` in a parallel repro, :mod:`dipkd.device_slots`)."""
     tags = {"dataset": spec.dataset.name, "data_source": spec.dataset.source,
             "detector": spec.detector, "role": spec.role, "method": spec.method,
             "profile": spec.profile, "seed": str(spec.seed), "git_commit": git_commit(),
@@ -159,6 +168,9 @@ def run_tags(spec: RunSpec, **extra) -> dict:
         tags["study"] = os.environ["DIPKD_STUDY"]
     if dvc_experiment():
         tags["dvc_exp"] = dvc_experiment()
+    if os.environ.get(PARALLEL_REPRO_VAR):
+        tags["parallel_repro"] = os.environ[PARALLEL_REPRO_VAR]
+    tags.update(device_slots.tags())
     tags.update({k: str(v) for k, v in extra.items()})
     return tags
 

@@ -1,0 +1,210 @@
+"""Parallel repro (dipkd/parallel_repro.py, dipkd/device_slots.py): the job plan, the worker
+slots and their GPUs, the queue's status, and (slow) the smoke pipeline with 2 CPU workers
+against a sequential `dvc repro`."""
+import multiprocessing
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dipkd import device_slots
+from dipkd.parallel_repro import (ParallelReproError, plan_waves, queue_states,
+                                  worker_environment)
+
+# A two-dataset, one-detector slice of dvc.yaml's graph (stage -> the stages it depends on).
+GRAPH = {
+    "prepare@a": set(), "prepare@b": set(), "processes": set(),
+    "train_teacher@a": {"prepare@a", "processes"},
+    "train_teacher@b": {"prepare@b", "processes"},
+    "train_student@a-0": {"prepare@a", "processes"},
+    "distill@a-0": {"prepare@a", "processes", "train_teacher@a"},
+    "distill@b-0": {"prepare@b", "processes", "train_teacher@b"},
+    "evaluate_teacher@a": {"train_teacher@a", "prepare@a"},
+    "evaluate_teacher@b": {"train_teacher@b", "prepare@b"},
+    "evaluate@a-0": {"train_student@a-0", "prepare@a"},
+    "evaluate_distilled@a-0": {"distill@a-0", "prepare@a"},
+    "evaluate_distilled@b-0": {"distill@b-0", "prepare@b"},
+    "tables": {"evaluate_teacher@a", "evaluate_teacher@b", "evaluate@a-0",
+               "evaluate_distilled@a-0", "evaluate_distilled@b-0"},
+    "figures": {"train_student@a-0", "distill@a-0", "prepare@a"},
+}
+
+
+def test_waves_run_shared_stages_first_and_each_training_once():
+    waves = plan_waves(GRAPH)
+    targets = [[job.target for job in wave] for wave in waves]
+    assert targets == [
+        ["prepare@a", "prepare@b", "processes"],
+        ["evaluate@a-0", "train_teacher@a", "train_teacher@b"],   # students need no teacher
+        ["evaluate_distilled@a-0", "evaluate_distilled@b-0", "evaluate_teacher@a",
+         "evaluate_teacher@b"],
+    ]
+    jobs = {job.target: job for wave in waves for job in wave}
+    assert jobs["evaluate@a-0"].own == {"evaluate@a-0", "train_student@a-0"}
+    assert jobs["evaluate_distilled@a-0"].own == {"evaluate_distilled@a-0", "distill@a-0"}
+    assert jobs["evaluate_distilled@a-0"].needs == {"prepare@a", "processes", "train_teacher@a"}
+    # every stage but the sinks is run by exactly one job
+    owned = [s for job in jobs.values() for s in job.own]
+    assert sorted(owned) == sorted(set(GRAPH) - {"tables", "figures"})
+
+
+def test_a_graph_of_independent_stages_is_one_wave():
+    waves = plan_waves({"a": set(), "b": set(), "report": {"a", "b"}})
+    assert [[j.target for j in w] for w in waves] == [["a", "b"]]
+
+
+def test_repository_graph_queues_every_training_stage_once():
+    """On this repository's dvc.yaml: each training stage belongs to one job, the teachers
+    run in a wave before every stage that reads a teacher's model."""
+    from dipkd.parallel_repro import stage_graph
+    graph = stage_graph(Path(__file__).resolve().parents[1])
+    waves = plan_waves(graph)
+    wave_of = {s: i for i, wave in enumerate(waves) for job in wave for s in job.own}
+    trainings = [s for s in graph if s.split("@")[0] in
+                 ("train_teacher", "train_student", "distill", "distill_noinherit", "baseline",
+                  "ablation", "tau", "mask_rate")]
+    assert trainings and all(s in wave_of for s in trainings)
+    for stage in trainings:
+        for dep in graph[stage]:
+            if dep.startswith("train_teacher@"):
+                assert wave_of[dep] < wave_of[stage], (dep, stage)
+
+
+def test_queue_status_is_parsed():
+    text = ("Task     Name                   Created    Status\n"
+            "c4f39d9  dipkd-1-000            10:18 AM   Success\n"
+            "1bbbad1  dipkd-1-001            10:18 AM   Running\n"
+            "5aa5aa5  dipkd-1-002            10:19 AM   Failed\n"
+            "\nWorker status: 2 active, 0 idle\n")
+    states, active = queue_states(text)
+    assert states == {"dipkd-1-000": "Success", "dipkd-1-001": "Running",
+                      "dipkd-1-002": "Failed"}
+    assert active == 2
+    assert queue_states("No experiment tasks in the queue.\n\n"
+                        "Worker status: 0 active, 0 idle") == ({}, 0)
+
+
+def test_worker_environment_shares_out_gpus_and_cpu_threads(tmp_path):
+    env = worker_environment(tmp_path, 4, 2, [str(i) for i in range(8)], "t", base={})
+    assert env[device_slots.SLOTS_VAR] == "4" and env[device_slots.GPUS_PER_SLOT_VAR] == "2"
+    assert env[device_slots.SLOT_GPUS_VAR] == "0,1,2,3,4,5,6,7"
+    assert "OMP_NUM_THREADS" not in env
+    cpu = worker_environment(tmp_path, 2, 1, [], "t", cores=8, base={})
+    assert cpu["OMP_NUM_THREADS"] == "4" and cpu[device_slots.GPUS_PER_SLOT_VAR] == "0"
+    with pytest.raises(ParallelReproError, match="needs 6 GPUs but 4 are visible"):
+        worker_environment(tmp_path, 3, 2, ["0", "1", "2", "3"], "t", base={})
+
+
+def test_slot_gpus():
+    gpus = ["0", "1", "2", "3"]
+    assert device_slots.slot_gpus(1, gpus, 1) == ("1",)
+    assert device_slots.slot_gpus(1, gpus, 2) == ("2", "3")
+    assert device_slots.slot_gpus(0, [], 0) == ()
+    with pytest.raises(ValueError, match="only 4 are listed"):
+        device_slots.slot_gpus(2, gpus, 2)
+
+
+def _take_slot(env, queue, hold):
+    os.environ.clear()
+    os.environ.update(env)
+    slot = device_slots.acquire(poll=0.05)
+    queue.put((slot.index, os.environ.get("CUDA_VISIBLE_DEVICES"), device_slots.tags()))
+    hold.wait(30)
+
+
+def test_concurrent_stages_take_distinct_slots_and_their_gpus(tmp_path):
+    """Three processes at once in three slots: slots 0, 1, 2 with GPUs (0,1), (2,3), (4,5);
+    a fourth waits until they exit and then takes a freed slot, with that slot's GPUs."""
+    env = {device_slots.SLOTS_VAR: "3", device_slots.SLOT_DIR_VAR: str(tmp_path / "slots"),
+           device_slots.SLOT_GPUS_VAR: "0,1,2,3,4,5", device_slots.GPUS_PER_SLOT_VAR: "2",
+           "PATH": os.environ["PATH"]}
+    ctx = multiprocessing.get_context("spawn")
+    queue, hold = ctx.Queue(), ctx.Event()
+    procs = [ctx.Process(target=_take_slot, args=(env, queue, hold)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    got = sorted(queue.get(timeout=60) for _ in procs)
+    assert [(i, gpus) for i, gpus, _ in got] == [(0, "0,1"), (1, "2,3"), (2, "4,5")]
+    assert got[1][2] == {"gpu": "2,3", "worker_slot": "1/3"}
+    late_hold = ctx.Event()
+    late = ctx.Process(target=_take_slot, args=(env, queue, late_hold))
+    late.start()
+    with pytest.raises(Exception):           # all three slots taken: it waits
+        queue.get(timeout=1.5)
+    hold.set()
+    for p in procs:
+        p.join(30)
+    index, gpus, _ = queue.get(timeout=30)
+    late_hold.set()
+    late.join(30)
+    assert gpus == ",".join(device_slots.slot_gpus(index, ["0", "1", "2", "3", "4", "5"], 2))
+
+
+def test_no_slot_outside_a_parallel_repro():
+    assert device_slots.acquire(env={}) is None
+
+
+def _commit(ws: Path, sh) -> None:
+    sh(ws, "git", "init", "-q")
+    sh(ws, "git", "add", "-A")
+    sh(ws, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy")
+
+
+def _runs(ws: Path) -> list:
+    import mlflow
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{ws / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("dipkd-repro/smoke")
+    return client.search_runs([exp.experiment_id])
+
+
+def _results(ws: Path) -> dict[str, str]:
+    """The tables' CSVs and every run's metrics file."""
+    files = [*(ws / "reports").glob("table*.csv"), *(ws / "metrics").rglob("*.json")]
+    return {str(f.relative_to(ws)): f.read_text() for f in files}
+
+
+@pytest.mark.slow
+def test_two_cpu_workers_train_each_run_once_and_give_the_sequential_tables(tmp_path):
+    """Issue 15's check, on the e2e test's smoke matrix cut to one detector: `dipkd repro
+    --jobs 2` from a clean copy puts every run in MLflow once, on a worker slot; the final
+    `dvc repro` restores every training from the run-cache, a further one runs nothing; the
+    tables and metrics equal a sequential `dvc repro`'s (both with one thread per process,
+    as each of two CPU workers gets on two cores)."""
+    import yaml
+    from test_pipeline_e2e import _copy_repo, _sh, _shrink
+
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    _shrink(params)
+    params["detectors"] = ["faster_rcnn"]
+    workspaces = {}
+    for name in ("sequential", "parallel"):
+        ws = workspaces[name] = tmp_path / name
+        _copy_repo(ws)
+        (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        _commit(ws, _sh)
+    os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")   # restored by conftest
+    _sh(workspaces["sequential"], "dvc", "repro")
+    ws = workspaces["parallel"]
+    log = _sh(ws, sys.executable, "-m", "dipkd.cli", "repro", "--jobs", "2", "--poll", "1")
+
+    runs = _runs(ws)
+    sequential = _runs(workspaces["sequential"])
+    key = lambda r: r.data.tags["dvc_stage"]        # noqa: E731
+    assert sorted(map(key, runs)) == sorted(map(key, sequential))     # each run once
+    assert len(set(map(key, runs))) == len(runs) == 10
+    assert {r.data.tags["gpu"] for r in runs} == {"cpu"}
+    assert {r.data.tags["worker_slot"] for r in runs} == {"0/2", "1/2"}
+    assert all("mlflow.parentRunId" not in r.data.tags and "parallel_repro" in r.data.tags
+               for r in runs)
+    trainings = {key(r) for r in runs}
+    restored = {line.split("'")[1] for line in log.splitlines()
+                if "is cached - skipping run" in line}
+    assert trainings <= restored, trainings - restored
+    ran_here = {line.split("'")[1] for line in log.splitlines()
+                if line.startswith("Running stage")}
+    assert not ran_here & trainings, ran_here
+    assert "Running stage" not in _sh(ws, "dvc", "repro")
+    assert _results(ws) == _results(workspaces["sequential"])
+    assert "dipkd-" not in _sh(ws, "dvc", "exp", "list")       # the machinery is removed
