@@ -208,3 +208,15 @@ def test_two_cpu_workers_train_each_run_once_and_give_the_sequential_tables(tmp_
     assert "Running stage" not in _sh(ws, "dvc", "repro")
     assert _results(ws) == _results(workspaces["sequential"])
     assert "dipkd-" not in _sh(ws, "dvc", "exp", "list")       # the machinery is removed
+
+
+def test_bad_starts_are_one_line_errors(tmp_path):
+    """--jobs 0, and a repository without a commit (DVC's queue starts experiments from
+    one): one line on stderr, exit code 1, nothing queued."""
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    for jobs, expected in (("0", "--jobs must be at least 1"), ("2", "no git commit")):
+        proc = subprocess.run([sys.executable, "-m", "dipkd.cli", "repro", "--jobs", jobs],
+                              cwd=tmp_path, capture_output=True, text=True,
+                              env=dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1])))
+        assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+        assert proc.stderr.startswith("error: ") and expected in proc.stderr
