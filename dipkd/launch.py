@@ -41,24 +41,10 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 
-from .config.params import ParamsError
+from .config.params import ParamsError, requested_processes  # noqa: F401 (the stage's count)
 
 WORKER_VARS = ("LOCAL_RANK", "WORLD_SIZE")
 COLLECT_DIR = ".dist_collect"
-
-
-def requested_processes(params: Mapping) -> int:
-    """Training processes per stage from ``compute.gpus`` (absent, 0 or 1: one process)."""
-    compute = params.get("compute") or {}
-    if not isinstance(compute, Mapping):
-        raise ParamsError("params.yaml: compute must be a mapping")
-    gpus = compute.get("gpus", 0)
-    if gpus is None:
-        gpus = 0
-    if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
-        raise ParamsError(f"params.yaml: compute.gpus must be a non-negative integer, "
-                          f"got {gpus!r}")
-    return max(gpus, 1)
 
 
 def in_worker(env: Mapping | None = None) -> bool:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from dipkd import device_slots, launch
+from dipkd.code_deps import record_loaded_modules
 from dipkd.checkpoint import CorruptCheckpointError, UnsafeCheckpointError
-from dipkd.config.params import ParamsError, load_params, parse_switches, run_spec
+from dipkd.config.params import (ParamsError, load_params, parse_switches, requested_processes,
+                                 run_spec)
 from dipkd.datasets.coco_layout import validate_layout
 from dipkd.models.pretrained import PretrainedWeightsError
 
@@ -25,6 +28,7 @@ def run(main, description: str, *args_spec, scale_out: bool = False) -> None:
     for names, kwargs in args_spec:
         parser.add_argument(*names, **kwargs)
     args = parser.parse_args()
+    record_loaded_modules(Path(__file__).resolve().parents[1])   # tests only (code_deps)
     if scale_out and launch.in_worker():
         launch.die_with_launcher()
     if not launch.in_worker():      # torchrun's workers inherit their launcher's devices
@@ -32,7 +36,7 @@ def run(main, description: str, *args_spec, scale_out: bool = False) -> None:
     try:
         params = load_params(args.params)
         if scale_out:
-            processes = launch.requested_processes(params)
+            processes = requested_processes(params)
             if launch.needs_launch(processes):
                 _check_training_inputs(params, args)
                 launch.check_devices(processes)

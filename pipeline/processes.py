@@ -7,7 +7,7 @@ process) reruns only this stage, whose output is then unchanged, and retrains no
 2`` (two processes, twice the images per step) changes the file and retrains.
 """
 from dipkd.evaluation.coco_eval import write_json_atomic
-from dipkd.launch import requested_processes
+from dipkd.config.params import requested_processes
 from pipeline._cli import run
 
 OUT = "runs/processes.json"

@@ -13,7 +13,7 @@ import yaml
 
 from _helpers import tiny_workspace
 from dipkd import launch
-from dipkd.config.params import ParamsError
+from dipkd.config.params import ParamsError, requested_processes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,13 +25,13 @@ REPO = Path(__file__).resolve().parents[1]
     ({"gpus": None}, 1)])
 def test_requested_processes(compute, expected):
     params = {} if compute is None else {"compute": compute}
-    assert launch.requested_processes(params) == expected
+    assert requested_processes(params) == expected
 
 
 @pytest.mark.parametrize("gpus", [-1, 1.5, "2", True])
 def test_requested_processes_rejects_bad_values(gpus):
     with pytest.raises(ParamsError, match="compute.gpus"):
-        launch.requested_processes({"compute": {"gpus": gpus}})
+        requested_processes({"compute": {"gpus": gpus}})
 
 
 def test_worker_detection():

@@ -144,9 +144,12 @@ def test_repository_params_and_stage():
     assert st.scales_from == "paper" and st.runs >= 1
     stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["efficiency"]
     assert stage["cmd"] == "python -m pipeline.efficiency"
-    for dep in ("dipkd/efficiency.py", "pipeline/efficiency.py", "metrics/teacher",
+    for dep in ("runs/code/pipeline.efficiency.json", "metrics/teacher",
                 "metrics/student", "metrics/distilled/dipkd"):
         assert dep in stage["deps"]
+    from dipkd.code_deps import manifest
+    assert {"dipkd/efficiency.py", "pipeline/efficiency.py"} <= set(manifest(REPO,
+                                                                           "pipeline.efficiency"))
     assert "efficiency" in stage["params"]
     assert [next(iter(o)) for o in stage["outs"]] == ["reports/efficiency.md",
                                                       "reports/efficiency.csv"]

@@ -72,6 +72,22 @@ def _assert_models_stored_once(ws: Path):
     assert model.stat().st_nlink == 2 or _reflink_works(ws), model
 
 
+def _assert_manifests_cover_what_the_stages_loaded(ws: Path, records: Path):
+    """Every project file a stage process really loaded is in its script's code manifest
+    (the stage's code dependency, dipkd/code_deps.py)."""
+    from dipkd.code_deps import manifest
+    seen = {}
+    for record in records.glob("*.json"):
+        module = record.name.rsplit(".", 2)[0]
+        loaded = set(json.loads(record.read_text()))
+        missing = loaded - set(manifest(ws, module))
+        assert not missing, (module, missing)
+        seen.setdefault(module, set()).update(loaded)
+    assert "dipkd/training.py" in seen["pipeline.train_teacher"]
+    assert "dipkd/evaluation/metric.py" in seen["pipeline.evaluate"]
+    assert {"pipeline.distill", "pipeline.make_tables", "pipeline.prepare_data"} <= set(seen)
+
+
 def test_dvc_repro_builds_every_table_and_tracks_every_run(tmp_path):
     ws = tmp_path / "repo"
     _copy_repo(ws)
@@ -79,9 +95,12 @@ def test_dvc_repro_builds_every_table_and_tracks_every_run(tmp_path):
     _shrink(params)
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _sh(ws, "git", "init", "-q")
+    os.environ["DIPKD_RECORD_IMPORTS"] = str(tmp_path / "imports")   # conftest restores
     _sh(ws, "dvc", "repro")
+    del os.environ["DIPKD_RECORD_IMPORTS"]
 
     _assert_models_stored_once(ws)
+    _assert_manifests_cover_what_the_stages_loaded(ws, tmp_path / "imports")
 
     table = (ws / "reports/table1.md").read_text()
     ours = [line for line in table.splitlines() if line.startswith("| SSDD")]

@@ -35,6 +35,20 @@ class ParamsError(ValueError):
     """params.yaml names something that does not exist or lacks a required entry."""
 
 
+def requested_processes(params: dict) -> int:
+    """Training processes per stage from ``compute.gpus`` (absent, 0 or 1: one process)."""
+    compute = params.get("compute") or {}
+    if not isinstance(compute, dict):
+        raise ParamsError("params.yaml: compute must be a mapping")
+    gpus = compute.get("gpus", 0)
+    if gpus is None:
+        gpus = 0
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
+        raise ParamsError(f"params.yaml: compute.gpus must be a non-negative integer, "
+                          f"got {gpus!r}")
+    return max(gpus, 1)
+
+
 def project_root() -> Path:
     """The repository root: ``DVC_ROOT`` when DVC runs us (also for queued experiments that
     run in a temporary copy), else the current directory."""
@@ -152,8 +166,7 @@ def validate(params: dict) -> None:
     if "baseline_detector" in params:
         _choose("baseline_detector", params["baseline_detector"], params["detectors"])
     _validate_ablation(params)
-    from ..launch import requested_processes  # checks compute.gpus
-    requested_processes(params)
+    requested_processes(params)   # checks compute.gpus
     prof_name = params["profile"]
     prof = profiles[prof_name]
     where = f"profiles.{prof_name}"
