@@ -4,16 +4,14 @@ Importing this module registers the SAR COCO metric, the distiller, DIPKD and th
 losses, the per-term gradient-norm hook (``KDTermGradHook``), and installs the safe checkpoint
 loader.
 """
-from .baselines import register as _register_baselines
+from . import baselines as _baselines  # noqa: F401  (the KD losses register on import)
+from . import kd as _kd  # noqa: F401
 from .checkpoint import install as _install_safe_loader
 from .distill.distiller import register as _register_distiller
 from .evaluation.metric import register_metric
-from .kd import register as _register_kd_losses
 from .kd_terms import register as _register_kd_term_hook
 
 register_metric()
 _register_distiller()
-_register_kd_losses()
-_register_baselines()
 _register_kd_term_hook()
 _install_safe_loader()

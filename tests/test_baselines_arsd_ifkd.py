@@ -332,9 +332,8 @@ def test_distiller_trains_the_student_only(method, detector, params, tmp_path):
     assert sum(losses[name] for name in LOSS_NAMES[method]).item() > 0
 
 
-def test_registered_as_methods():
-    from dipkd.baselines import METHODS
-    from dipkd.config.mmdet_config import KD_LOSS_TYPES
-    assert METHODS["arsd"] == KD_LOSS_TYPES["arsd"] == "ARSDLoss"
-    assert METHODS["ifkd"] == KD_LOSS_TYPES["ifkd"] == "IFKDLoss"
+def test_registered_as_methods(params):
+    from dipkd.kd.methods import kd_methods, method_class
+    assert kd_methods()["arsd"] is method_class("arsd", params) is ARSDLoss
+    assert kd_methods()["ifkd"] is method_class("ifkd", params) is IFKDLoss
     assert ARSDLoss.needs_teacher_head and IFKDLoss.needs_teacher_head

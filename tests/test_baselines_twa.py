@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from _helpers import backward_reaches_student_only, build_distiller, det_samples
-from dipkd.baselines import METHODS, TWALoss
+from dipkd.baselines import TWALoss
 
 
 class _Sample:
@@ -29,8 +29,8 @@ def _identity_generation(loss, level):
 
 
 def test_registered_as_a_method():
-    from dipkd.config.mmdet_config import KD_LOSS_TYPES
-    assert METHODS["twa"] == "TWALoss" and KD_LOSS_TYPES["twa"] == "TWALoss"
+    from dipkd.kd.methods import kd_methods
+    assert kd_methods()["twa"] is TWALoss
 
 
 def test_cpam_by_hand():

@@ -64,8 +64,10 @@ import math
 
 import torch
 from torch import nn
+from mmdet.registry import MODELS
 
 from ..kd.adapter import build_adapter
+from ..kd.methods import KDMethod
 
 
 def _tensor(boxes):
@@ -102,7 +104,15 @@ def scale_levels(boxes: torch.Tensor, batch_input_shape, num_levels: int = 5) ->
 MASK_RULES = ("scale", "iou")
 
 
-class ARSDLoss(nn.Module):
+@MODELS.register_module()
+class ARSDLoss(KDMethod, nn.Module):
+    method = "arsd"
+    display_name = "ARSD"
+    venue = "TGRS22"
+    reference = "Yang et al., adaptive reinforcement supervision distillation (IEEE TGRS 2022)"
+    footnote = ("released for ATSS; here the head terms use the dense head (the RPN on Faster "
+                "R-CNN), MaxIoU positives and unit weights instead of ATSS's assignment and "
+                "centerness")
     needs_teacher_head = True
 
     def __init__(self, imitation_weight: float = 0.01, cls_weight: float = 0.01,

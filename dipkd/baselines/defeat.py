@@ -40,8 +40,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from mmdet.registry import MODELS
 
 from ..kd.masks import target_masks
+from ..kd.methods import KDMethod
 
 PROJECTIONS = ("defeat", "fgd")
 
@@ -82,7 +84,15 @@ def _stride(prior_generator, level: int, feat_shape, batch_input_shape):
     return (batch_input_shape[1] / feat_shape[1], batch_input_shape[0] / feat_shape[0])
 
 
-class DeFeatLoss(nn.Module):
+@MODELS.register_module()
+class DeFeatLoss(KDMethod, nn.Module):
+    method = "defeat"
+    display_name = "DeFeat"
+    venue = "CVPR21"
+    reference = "Guo et al., Distilling Object Detectors via Decoupled Features (CVPR 2021)"
+    footnote = ("neck (feature) part only; DeFeat's RoI-head logit distillation is not "
+                "implemented")
+
     def __init__(self, weight_fg: float = 3.0, weight_bg: float = 12.0,
                  projection: str = "defeat", always_adapt: bool = True,
                  student_channels: int = 256, teacher_channels: int = 256, num_levels: int = 5):

@@ -31,10 +31,12 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from mmdet.registry import MODELS
 
 from ..kd.adapter import build_adapter
 from ..kd.attention import channel_attention, spatial_attention
 from ..kd.masks import target_masks
+from ..kd.methods import KDMethod
 
 
 class _GlobalContext(nn.Module):
@@ -61,7 +63,13 @@ class _GlobalContext(nn.Module):
         return x + self.transform(context.view(n, c, 1, 1))
 
 
-class FGDLoss(nn.Module):
+@MODELS.register_module()
+class FGDLoss(KDMethod, nn.Module):
+    method = "fgd"
+    display_name = "FGD"
+    venue = "CVPR22"
+    reference = "Yang et al., Focal and Global Knowledge Distillation for Detectors (CVPR 2022)"
+
     def __init__(self, temp: float = 0.5, alpha: float = 5e-5, beta: float = 2.5e-5,
                  gamma: float = 5e-5, lambda_: float = 5e-7, student_channels: int = 256,
                  teacher_channels: int = 256, num_levels: int = 5):

@@ -45,9 +45,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from mmdet.registry import MODELS
 
 from ..kd.adapter import build_adapter
 from ..kd.attention import channel_attention, spatial_attention
+from ..kd.methods import KDMethod
 
 
 class _NonLocal(nn.Module):
@@ -87,7 +89,14 @@ def _level_setting(values, level):
     return values[min(level, len(values) - 1)]
 
 
-class FKDLoss(nn.Module):
+@MODELS.register_module()
+class FKDLoss(KDMethod, nn.Module):
+    method = "fkd"
+    display_name = "FKD"
+    venue = "ICLR21"
+    reference = ("Zhang & Ma, Improve Object Detection with Feature-based Knowledge "
+                 "Distillation (ICLR 2021)")
+
     def __init__(self, temp: float = 0.5, mask_weight: float = 7e-5,
                  channel_weight: float = 4e-3, spatial_weight: float = 4e-3,
                  nonlocal_weight: float = 7e-5, student_channels: int = 256,

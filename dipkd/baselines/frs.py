@@ -34,9 +34,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from mmdet.registry import MODELS
+
+from ..kd.methods import KDMethod
 
 
-class FRSLoss(nn.Module):
+@MODELS.register_module()
+class FRSLoss(KDMethod, nn.Module):
+    method = "frs"
+    display_name = "FRS"
+    venue = "NeurIPS21"
+    reference = "Du et al., Distilling Object Detectors with Feature Richness (NeurIPS 2021)"
+    footnote = ("on Faster R-CNN the feature-richness score and the head distillation use the "
+                "teacher's RPN objectness, as the authors' two-stage code; their 500-iteration "
+                "loss warm-up is not reproduced")
     needs_teacher_head = True   # the distiller then passes ``teacher_cls_scores``
 
     def __init__(self, feat_weight: float = 0.002, cls_weight: float = 0.1,

@@ -57,9 +57,11 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from mmdet.registry import MODELS
 
 from ..kd.adapter import build_adapter
 from ..kd.masks import target_masks
+from ..kd.methods import KDMethod
 
 
 def low_frequency_mask(h: int, w: int, ratio: float, device=None) -> torch.Tensor:
@@ -93,7 +95,14 @@ def poincare_distance(a: torch.Tensor, b: torch.Tensor, c: float = 1.0) -> torch
         return (2 / sc * torch.atanh(arg)).to(a.dtype)
 
 
-class IFKDLoss(nn.Module):
+@MODELS.register_module()
+class IFKDLoss(KDMethod, nn.Module):
+    method = "ifkd"
+    display_name = "IFKD"
+    venue = "ACMMM24"
+    reference = "IFKD (ACM MM 2024), the authors' released code (Ningsui/IFKD)"
+    footnote = ("MobileSAM weights are unavailable; the SAM mask of the external-disturbance "
+                "step is replaced by the ground-truth box mask")
     needs_teacher_head = True
 
     def __init__(self, feat_weight: float = 1e-4, cls_weight: float = 1e-3,

@@ -26,11 +26,19 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from mmdet.registry import MODELS
 
 from ..kd.adapter import build_adapter
+from ..kd.methods import KDMethod
 
 
-class MGDLoss(nn.Module):
+@MODELS.register_module()
+class MGDLoss(KDMethod, nn.Module):
+    method = "mgd"
+    display_name = "MGD"
+    venue = "ECCV22"
+    reference = "Yang et al., Masked Generative Distillation (ECCV 2022)"
+
     def __init__(self, alpha: float = 5e-7, mask_ratio: float = 0.45,
                  student_channels: int = 256, teacher_channels: int = 256, num_levels: int = 5):
         super().__init__()

@@ -58,10 +58,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from mmdet.registry import MODELS
 
 from ..kd.adapter import build_adapter
 from ..kd.attention import channel_attention, spatial_attention
 from ..kd.masks import target_masks
+from ..kd.methods import KDMethod
 
 OFFSETS = (-1, 0, 1)   # MAAM fuses the level below, the level itself and the level above
 
@@ -99,7 +101,17 @@ class _AdaptiveFusion(nn.Module):
         return self.generation(self.fuse(feats, level))
 
 
-class TWALoss(nn.Module):
+@MODELS.register_module()
+class TWALoss(KDMethod, nn.Module):
+    method = "twa"
+    display_name = "TWA"
+    venue = "TGRS24"
+    reference = "Yang, Zhang, Yang (IEEE TGRS 2024), from its abstract"
+    footnote = ("no public code or full text; reimplemented from the abstract's description of "
+                "its two modules (CPAM as FGD-style attention-weighted imitation, MAAM as an "
+                "ASFF-style multiscale fusion with an MGD generation block); hyperparameters "
+                "are ours, not the paper's")
+
     def __init__(self, temp: float = 0.5, alpha: float = 5e-5, beta: float = 2.5e-5,
                  gamma: float = 5e-5, lambda_: float = 5e-7, student_channels: int = 256,
                  teacher_channels: int = 256, num_levels: int = 5):

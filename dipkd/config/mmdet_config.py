@@ -9,7 +9,6 @@ from pathlib import Path
 
 from mmengine.config import Config
 
-from ..baselines import METHODS as BASELINE_LOSSES
 from ..models.detectors import detector_cfg
 from .params import RunSpec
 
@@ -125,27 +124,27 @@ def build_config(spec: RunSpec, *, vis_backends: list[dict] | None = None,
     return Config(cfg)
 
 
-# params.yaml method name -> registered KD-loss class (baselines: ``dipkd.baselines.METHODS``).
-KD_LOSS_TYPES = {"dipkd": "DIPKDLoss", "fitnet": "FitNetLoss", **BASELINE_LOSSES}
-
-
 # Method params that configure the distiller, not the loss: which FPN outputs are distilled
 # and whether the student inherits the teacher's neck/head weights (FGD's init_student).
 DISTILLER_KEYS = ("fpn_levels", "inherit")
 
 
 def kd_loss_cfg(method: str, method_params: dict) -> dict:
-    """The distiller's ``kd_loss`` config dict of a method and its params (without the
-    distiller's own keys, :data:`DISTILLER_KEYS`). A loss with per-level blocks (an
-    ``num_levels`` argument) gets one per distilled level."""
-    if method not in KD_LOSS_TYPES:
-        raise ValueError(f"unknown KD method {method!r}; valid: {', '.join(KD_LOSS_TYPES)}")
-    kd_loss = dict(type=KD_LOSS_TYPES[method],
-                   **{k: v for k, v in method_params.items() if k not in DISTILLER_KEYS})
-    if method == "dipkd":
+    """The distiller's ``kd_loss`` config dict of a method and its params: ``type`` is the
+    registered KD loss the params name (``methods.<name>.type``,
+    :mod:`dipkd.kd.methods`), the other params its arguments, except the distiller's own
+    keys (:data:`DISTILLER_KEYS`). A loss with per-level blocks (a ``num_levels``
+    argument) gets one per distilled level, one with a ``num_classes`` argument the
+    dataset's classes."""
+    from ..kd.methods import method_class
+    loss_type = method_class(method, {"methods": {method: method_params}}).__name__
+    kd_loss = dict(type=loss_type, **{k: v for k, v in method_params.items()
+                                      if k not in DISTILLER_KEYS and k != "type"})
+    args = _init_args(loss_type)
+    if "num_classes" in args:
         kd_loss["num_classes"] = len(CLASSES)
     levels = method_params.get("fpn_levels")
-    if levels is not None and "num_levels" in _init_args(kd_loss["type"]):
+    if levels is not None and "num_levels" in args:
         kd_loss["num_levels"] = len(levels)
     return kd_loss
 

@@ -161,6 +161,10 @@ def validate(params: dict) -> None:
         _need(params["roles"][role], ("depth",), f"roles.{role}")
         _choose(f"backbone depth for {role}", params["roles"][role]["depth"], (18, 34, 50, 101))
     methods = params.get("methods", {})
+    for name, entry in methods.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("type", ""), str):
+            raise ParamsError(f"params.yaml: methods.{name}.type must name its registered KD "
+                              "loss class (e.g. FGDLoss; dipkd/kd/methods.py)")
     for name in params.get("baselines", []):
         _choose("baseline method", name, [m for m in methods if m != "dipkd"])
     if "baseline_detector" in params:

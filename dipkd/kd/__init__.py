@@ -1,13 +1,6 @@
-"""Knowledge-distillation losses: DIPKD (SNS, KLD, RIT) and FitNet (Eq. 2)."""
+"""Knowledge-distillation losses: DIPKD (SNS, KLD, RIT) and FitNet (Eq. 2), registered in
+mmdet's MODELS registry on import; KD methods by name: :mod:`dipkd.kd.methods`."""
 from .dipkd_loss import DIPKDLoss, FitNetLoss
+from .methods import KDMethod
 
-
-def register() -> None:
-    """Register the KD losses in mmdet's MODELS registry (idempotent)."""
-    from mmdet.registry import MODELS
-    for cls in (DIPKDLoss, FitNetLoss):
-        if cls.__name__ not in MODELS.module_dict:
-            MODELS.register_module(module=cls)
-
-
-__all__ = ["DIPKDLoss", "FitNetLoss", "register"]
+__all__ = ["DIPKDLoss", "FitNetLoss", "KDMethod"]

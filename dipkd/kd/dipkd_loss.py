@@ -36,6 +36,7 @@ Returned names: ``loss_kd_tar``, ``loss_kd_ntar`` (KLD on), ``loss_kd_fea`` (KLD
 from __future__ import annotations
 
 from torch import nn
+from mmdet.registry import MODELS
 
 from .adapter import build_adapter
 from .feature_mse import feature_mse
@@ -43,6 +44,7 @@ from .kld import kld_level_losses, unsplit_level_loss
 from .masks import MASK_RULES
 from .rit import ResidualScoreRIT, ReverseInformationTransfer
 from .sns import WEIGHTINGS, SelectiveNoiseSuppression
+from .methods import KDMethod
 
 RIT_FORMS = ("authors", "paper")
 NO_KLD_LOSSES = ("unsplit", "mse")
@@ -60,7 +62,13 @@ def generation_block(channels: int) -> nn.Module:
                          nn.Conv2d(channels, channels, 3, padding=1))
 
 
-class DIPKDLoss(nn.Module):
+@MODELS.register_module()
+class DIPKDLoss(KDMethod, nn.Module):
+    method = "dipkd"
+    display_name = "DIPKD"
+    venue = "AAAI25"
+    reference = "Dual Information Purification for Lightweight SAR Object Detection (AAAI 2025)"
+
     def __init__(self, sns: bool = True, kld: bool = True, rit: bool = True,
                  alpha: float = 5e-5, beta: float = 3.5e-5, gamma: float = 4.5e-7,
                  tau: float = 0.5, mask_rate: float = 0.25, mask_rule: str = "keep",
@@ -135,8 +143,13 @@ class DIPKDLoss(nn.Module):
         return losses
 
 
-class FitNetLoss(nn.Module):
+@MODELS.register_module()
+class FitNetLoss(KDMethod, nn.Module):
     """FitNet / DIPKD Eq. 2: plain MSE between adapted student and teacher FPN features."""
+    method = "fitnet"
+    display_name = "FitNet"
+    venue = "arXiv14"
+    reference = "Romero et al., FitNets: Hints for Thin Deep Nets (arXiv 2014); Eq. 2 of DIPKD"
 
     def __init__(self, weight: float = 1.0, student_channels: int = 256,
                  teacher_channels: int = 256):

@@ -35,7 +35,7 @@ def val_map_overlay(params: dict, base: Path = Path(".")) -> list[dict]:
     """One row per (method, epoch with a validation mAP): the mean over the seeds that have
     it, in %. A method whose curves are missing is left out."""
     from .table1 import specs_for
-    from .table2 import NAMES
+    from ..kd.methods import display_name
 
     ds, det = params["datasets"][0], params["baseline_detector"]
     rows = []
@@ -46,7 +46,7 @@ def val_map_overlay(params: dict, base: Path = Path(".")) -> list[dict]:
             for rec in _curves(Path(base) / spec.curves_path):
                 if rec.get("mAP") is not None:
                     per_epoch.setdefault(int(rec["epoch"]), []).append(100 * rec["mAP"])
-        rows += [{"epoch": e, "method": NAMES.get(method, method),
+        rows += [{"epoch": e, "method": display_name(method, params),
                   "mAP": round(statistics.fmean(v), 3)} for e, v in sorted(per_epoch.items())]
     return rows
 

@@ -16,10 +16,6 @@ import numpy as np
 
 from ..config.params import RunSpec, distill_spec, run_spec
 
-# Display names (as in Table 2).
-NAMES = {"teacher": "Teacher", "student": "Student", "fitnet": "FitNet", "defeat": "DeFeat",
-         "fgd": "FGD", "mgd": "MGD", "fkd": "FKD", "frs": "FRS", "arsd": "ARSD",
-         "twa": "TWA", "ifkd": "IFKD", "dipkd": "DIPKD"}
 # Default columns of Figures 4-5: the student without KD, then the KD methods of the
 # paper's figures (MGD, FGD, IFKD, DIPKD), in the paper's order.
 FIGURE_METHODS = ("mgd", "fgd", "ifkd", "dipkd")

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .fig_common import NAMES, grid_figure, panel_aspect, save_png
+from ..kd.methods import display_name
+from .fig_common import grid_figure, panel_aspect, save_png
 
 GT_COLOR = "#00d000"
 PRED_COLOR = "#ff2020"
@@ -58,7 +59,7 @@ def plot_figure5(images: list, gray: list[np.ndarray], models: list[str],
             _boxes(axes[r, c], image.gt_boxes, GT_COLOR, 0.7, "--")
             boxes, scores = preds[name][r]
             _boxes(axes[r, c], boxes, PRED_COLOR, 1.0, scores=scores)
-    for c, name in enumerate(["Ground truth", *[NAMES.get(m, m) for m in models]]):
+    for c, name in enumerate(["Ground truth", *[display_name(m) for m in models]]):
         axes[0, c].set_title(name, fontsize=10)
     note = f"green: ground truth; red: detections with score >= {score_thr:g}"
     fig.text(0.995, 0.995, note, fontsize=6, va="top", ha="right", color="0.4")

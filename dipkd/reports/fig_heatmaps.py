@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .fig_common import NAMES, grid_figure, panel_aspect, save_png
+from ..kd.methods import display_name
+from .fig_common import grid_figure, panel_aspect, save_png
 
 ALPHA = 0.55
 
@@ -46,7 +47,7 @@ def plot_figure4(images: list, gray: list[np.ndarray], models: list[str],
         for c, name in enumerate(models, start=1):
             axes[r, c].imshow(g, cmap="gray")
             axes[r, c].imshow(maps[name][r], cmap="jet", alpha=ALPHA, vmin=0, vmax=1)
-    for c, name in enumerate(["Image", *[NAMES.get(m, m) for m in models]]):
+    for c, name in enumerate(["Image", *[display_name(m) for m in models]]):
         axes[0, c].set_title(name, fontsize=10)
     if title:
         fig.text(0.005, 0.995, title, fontsize=6, va="top", ha="left", color="0.4")

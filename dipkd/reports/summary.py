@@ -31,7 +31,7 @@ def _find(rows: list[Row], **labels) -> Row | None:
 def summarize(params: dict, table1_rows: list[Row], table2_rows: list[Row]) -> dict:
     """The summary dict (percentages rounded to 0.01)."""
     from .table1 import DETECTOR_NAMES, ROW_LABELS
-    from .table2 import NAMES
+    from ..kd.methods import display_name
 
     depth = params["roles"]["student"]["depth"]
     out: dict = {"dipkd": {}}
@@ -50,12 +50,12 @@ def summarize(params: dict, table1_rows: list[Row], table2_rows: list[Row]) -> d
                 entry.update(delta_mAP=_r(d.delta), delta_mAP_ci_low=_r(d.ci_low),
                              delta_mAP_ci_high=_r(d.ci_high))
             out["dipkd"][f"{ds}-{det}"] = entry
-    student_name = NAMES.get("student", "student")
+    student_name = display_name("student")
     scored = [(bar["mAP"], bar["method"]) for bar in table2_bars(params, table2_rows)
               if bar["method"] != student_name]
     if scored:
         scored.sort(reverse=True)
-        dipkd = NAMES.get("dipkd", "dipkd")
+        dipkd = display_name("dipkd", params)
         out["table2"] = {"best_method": scored[0][1], "best_mAP": _r(scored[0][0]),
                          "dipkd_rank": next((i + 1 for i, (_, n) in enumerate(scored)
                                              if n == dipkd), None),
