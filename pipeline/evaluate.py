@@ -1,7 +1,7 @@
 """DVC stages ``evaluate*@...``: COCO metrics of a trained model (teacher, student, or a
 distilled student with ``--method``, and ``--switches``/``--set`` for a DIPKD variant)."""
 from dipkd.config.params import DISTILLED, distill_spec, run_spec
-from dipkd.evaluate import evaluate
+from dipkd.evaluation.run import evaluate
 from pipeline._cli import DATASET, DETECTOR, SEED, SET, SWITCHES, run, variant_overrides
 
 

@@ -85,7 +85,7 @@ def test_mmdet_tools_reproduce_our_evaluation(tmp_path, params, monkeypatch, rol
     from dipkd.checkpoint import safe_load
     from dipkd.config.mmdet_config import build_config
     from dipkd.datasets.synthetic import generate_dataset
-    from dipkd.evaluate import test_model
+    from dipkd.evaluation.run import test_model
     from dipkd.export import config_path, export_model
 
     monkeypatch.chdir(tmp_path)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dipkd.datasets.synthetic import speckle
-from dipkd.metrics import enl, fft_lowpass, smpi, ssi
+from dipkd.speckle import enl, fft_lowpass, smpi, ssi
 
 
 @pytest.mark.parametrize("looks", [1, 3, 8])

@@ -126,7 +126,7 @@ def test_evaluating_a_model_from_another_store_makes_a_new_tagged_run(params, cl
 
     import torch
 
-    from dipkd import evaluate as ev
+    from dipkd.evaluation import run as ev
     spec = run_spec(params, "student", "ssdd", "retinanet")
     model = tmp_path / "colleague.pth"
     torch.save({"state_dict": {}, "meta": {"mlflow_run_id": "f" * 32}}, model)

@@ -7,7 +7,7 @@ What is measured, per test image (then mean and std over the images):
   default) on the image through its test pipeline; one FPN level (``level``, default 0 =
   P2, stride 4, the finest map, where speckle is most visible). The full (1, C, H, W)
   feature is denoised:
-  * FFT: :func:`dipkd.metrics.speckle.fft_lowpass` per channel (``keep`` of the spectrum);
+  * FFT: :func:`dipkd.speckle.metrics.fft_lowpass` per channel (``keep`` of the spectrum);
   * SNS: :class:`dipkd.kd.sns.SelectiveNoiseSuppression` with ``methods.dipkd``'s tau,
     wavelet, levels, threshold, threshold_scale and the teacher's OWN attention (during
     distillation the teacher's attention weights the teacher's feature exactly so).
@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..metrics.speckle import enl, fft_lowpass, smpi, ssi
+from ..speckle.metrics import enl, fft_lowpass, smpi, ssi
 from .fig_common import (atomic_json, figure_detector, load_model, model_spec, read_gray,
                          require_checkpoints, require_test_split, run_model, save_png,
                          split_images)

@@ -1,4 +1,4 @@
 """Speckle metrics (ENL, SSI, SMPI) for the paper's Figure 3."""
-from .speckle import enl, fft_lowpass, smpi, ssi
+from .metrics import enl, fft_lowpass, smpi, ssi
 
 __all__ = ["enl", "fft_lowpass", "smpi", "ssi"]

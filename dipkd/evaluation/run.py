@@ -11,11 +11,11 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import safe_load
-from .config.mmdet_config import build_config
-from .config.params import RunSpec
-from .datasets.coco_layout import validate_layout
-from .evaluation.coco_eval import METRIC_NAMES, write_metrics_json
+from ..checkpoint import safe_load
+from ..config.mmdet_config import build_config
+from ..config.params import RunSpec
+from ..datasets.coco_layout import validate_layout
+from .coco_eval import METRIC_NAMES, write_metrics_json
 
 
 def test_model(spec: RunSpec, model_path: Path, cfg=None,
@@ -24,7 +24,7 @@ def test_model(spec: RunSpec, model_path: Path, cfg=None,
     ``detections_out`` the test-set detections are written there too (COCO results JSON)."""
     from mmengine.runner import Runner
 
-    from . import mmdet_plugins  # noqa: F401
+    from .. import mmdet_plugins  # noqa: F401
 
     validate_layout(spec.dataset.root)
     if cfg is None:
@@ -49,8 +49,8 @@ def _evaluation_run(spec: RunSpec, meta: dict, model_path: Path):
     ``mlflow.db``) a new run of its own, tagged ``original_run_id``, with the run's tags."""
     import mlflow
 
-    from .tracking import ensure_experiment, run_tags
-    from .tracking.mlflow_runs import run_exists
+    from ..tracking import ensure_experiment, run_tags
+    from ..tracking.mlflow_runs import run_exists
 
     exp_id = ensure_experiment(spec.experiment)
     run_id = meta.get("mlflow_run_id")
