@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config.params import ParamsError, load_params, teacher_seed
+from .models.detectors import display_name as detector_display_name
 
 DEFAULT_WARMUP = 3
 DEFAULT_RUNS = 10
@@ -58,7 +59,6 @@ PAD_DIVISOR = 32            # models.detectors.DATA_PREPROCESSOR pad_size_diviso
 DASH = "-"
 ROLES = ("teacher", "student", "dipkd")   # the table's rows per dataset and detector
 ROLE_LABELS = {"teacher": "teacher", "student": "student", "dipkd": "DIPKD student"}
-DETECTOR_LABELS = {"faster_rcnn": "Faster R-CNN", "retinanet": "RetinaNet"}
 CSV_COLUMNS = ("dataset", "detector", "model", "backbone", "params_m", "scale_w", "scale_h",
                "input_w", "input_h", "flops_g", "flops_backbone_g", "flops_neck_g",
                "flops_heads_g", "rois", "cpu_ms", "cpu_q1_ms", "cpu_q3_ms", "gpu_ms",
@@ -424,7 +424,7 @@ def markdown_table(rows: list[Row]) -> str:
     for r in rows:
         t = teachers.get((r.dataset, r.detector))
         t = None if t is None or t is r else t
-        cells = [r.dataset, DETECTOR_LABELS.get(r.detector, r.detector), ROLE_LABELS[r.role],
+        cells = [r.dataset, detector_display_name(r.detector), ROLE_LABELS[r.role],
                  f"R{r.depth}",
                  f"{r.params / 1e6:.1f}" + _ratio(r.params, t and t.params),
                  f"{r.scale[0]}×{r.scale[1]}",

@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-DETECTORS = ("faster_rcnn", "retinanet")
+from ..models.detectors import DETECTORS  # plain data (names, builders): no upward import
+
 ROLES = ("teacher", "student")
 DISTILLED = "distilled"
 SOURCES = ("synthetic", "ssdd", "hrsid")

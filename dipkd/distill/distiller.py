@@ -69,9 +69,10 @@ def inherit_from_teacher(student, teacher) -> list[str]:
 
 
 def dense_head(detector):
-    """The head that runs densely on the FPN levels: Faster R-CNN's RPN, else the one-stage
-    ``bbox_head``."""
-    return getattr(detector, "rpn_head", None) or detector.bbox_head
+    """The head that runs densely on the FPN levels (Faster R-CNN's RPN, RetinaNet's
+    ``bbox_head``: :data:`dipkd.models.detectors.DETECTORS`)."""
+    from ..models.detectors import dense_head_name
+    return getattr(detector, dense_head_name(detector))
 
 
 class FeatureDistiller(BaseDetector):

@@ -6,6 +6,9 @@ only the class count, the backbone depth and (for CPU profiles) the proposal cou
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 RESNET_OUT_CHANNELS = {18: [64, 128, 256, 512], 34: [64, 128, 256, 512],
                        50: [256, 512, 1024, 2048], 101: [256, 512, 1024, 2048]}
 FPN_CHANNELS = 256
@@ -107,12 +110,43 @@ def retinanet_cfg(depth: int, pretrained: bool, model: dict, num_classes: int = 
                       nms=dict(type="nms", iou_threshold=0.5), max_per_img=100))
 
 
-_BUILDERS = {"faster_rcnn": faster_rcnn_cfg, "retinanet": retinanet_cfg}
+@dataclass(frozen=True)
+class Detector:
+    """A detector of the pipeline, found by its params.yaml name."""
+
+    name: str               # params.yaml `detectors` entry, stage names, paths
+    display_name: str       # in the tables
+    build: Callable[..., dict]   # (depth, pretrained, model params, num_classes) -> model dict
+    mmdet_type: str         # the model dict's ``type``
+    dense_head: str         # the built model's head that runs densely on the FPN levels
+                            # (the distiller hooks it for RIT, FRS, ARSD, IFKD)
+
+
+# The one place a detector is described: a new one is its builder above and an entry here
+# (and its schedule entries in params.yaml).
+DETECTORS: dict[str, Detector] = {d.name: d for d in (
+    Detector("faster_rcnn", "Faster R-CNN", faster_rcnn_cfg, "FasterRCNN", "rpn_head"),
+    Detector("retinanet", "RetinaNet", retinanet_cfg, "RetinaNet", "bbox_head"),
+)}
 
 
 def detector_cfg(detector: str, depth: int, pretrained: bool, model: dict,
                  num_classes: int = 1) -> dict:
-    """The mmdet model dict of ``detector`` (one of :data:`dipkd.config.params.DETECTORS`)."""
-    if detector not in _BUILDERS:
-        raise ValueError(f"unknown detector {detector!r}; valid: {', '.join(_BUILDERS)}")
-    return _BUILDERS[detector](depth, pretrained, model, num_classes)
+    """The mmdet model dict of ``detector`` (one of :data:`DETECTORS`)."""
+    if detector not in DETECTORS:
+        raise ValueError(f"unknown detector {detector!r}; valid: {', '.join(DETECTORS)}")
+    return DETECTORS[detector].build(depth, pretrained, model, num_classes)
+
+
+def dense_head_name(model) -> str:
+    """The attribute of a built detector (an ``nn.Module``) holding its dense head."""
+    for entry in DETECTORS.values():
+        if type(model).__name__ == entry.mmdet_type:
+            return entry.dense_head
+    raise ValueError(f"no dense head known for a {type(model).__name__}; detectors: "
+                     f"{', '.join(d.mmdet_type for d in DETECTORS.values())}")
+
+
+def display_name(detector: str) -> str:
+    """The tables' name of ``detector`` (the name itself if unknown)."""
+    return DETECTORS[detector].display_name if detector in DETECTORS else detector

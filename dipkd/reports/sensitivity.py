@@ -9,10 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config.params import distill_spec
+from ..models.detectors import display_name as detector_display_name
 from .common import paper_values, read_seeds
 from .render import Row, write_table
 from .deltas import delta_vs_student
-from .table1 import DETECTOR_NAMES, specs_for
+from .table1 import specs_for
 
 METRICS = ("mAP", "mAR")
 TABLES = {"tau": ("table4", "Table 4: sensitivity to the temperature tau"),
@@ -47,7 +48,7 @@ def write_sensitivity(rows: list[Row], key: str, head: str, params: dict,
                       out_dir: Path = Path("reports")) -> None:
     ab = params["ablation"]
     name, title = TABLES[key]
-    title += (f", {DETECTOR_NAMES.get(ab['detector'], ab['detector'])} ResNet50 -> ResNet18 "
+    title += (f", {detector_display_name(ab['detector'])} ResNet50 -> ResNet18 "
               f"on {ab['dataset'].upper()} (COCO %)")
     notes = []
     if key == "mask_rate":

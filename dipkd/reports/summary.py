@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..evaluation.coco_eval import write_json_atomic
+from ..models.detectors import display_name as detector_display_name
 from .compare_plots import table2_bars
 from .render import Row
 
@@ -30,14 +31,14 @@ def _find(rows: list[Row], **labels) -> Row | None:
 
 def summarize(params: dict, table1_rows: list[Row], table2_rows: list[Row]) -> dict:
     """The summary dict (percentages rounded to 0.01)."""
-    from .table1 import DETECTOR_NAMES, ROW_LABELS
+    from .table1 import ROW_LABELS
     from ..kd.methods import display_name
 
     depth = params["roles"]["student"]["depth"]
     out: dict = {"dipkd": {}}
     for ds in params["datasets"]:
         for det in params["detectors"]:
-            where = {"Dataset": ds.upper(), "Detector": DETECTOR_NAMES.get(det, det)}
+            where = {"Dataset": ds.upper(), "Detector": detector_display_name(det)}
             ours = _find(table1_rows, **where,
                          Model=ROW_LABELS["distilled/dipkd"].format(depth=depth))
             student = _find(table1_rows, **where,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..config.params import distill_spec, run_spec
 from ..evaluation.coco_eval import TABLE1_METRICS
+from ..models.detectors import display_name as detector_display_name
 from .common import paper_values, read_seeds
 from .deltas import delta_vs_student
 from .render import Row, write_table
@@ -21,7 +22,6 @@ ROLES = tuple(ROW_LABELS)
 # DVC stage ``distill_noinherit`` runs them with ``--set inherit=false``). The row shows how
 # much of DIPKD's gain comes from initialising the student's neck and heads from the teacher.
 VARIANT_OVERRIDES = {"distilled/dipkd-inheritfalse": {"inherit": "false"}}
-DETECTOR_NAMES = {"faster_rcnn": "Faster R-CNN", "retinanet": "RetinaNet"}
 DELTA_METRICS = ("mAP",)   # "Δ vs student" with its 95% CI on the distilled rows
 TITLE = "Table 1: detectors on SAR ship datasets (COCO metrics, %)"
 
@@ -53,7 +53,7 @@ def collect(params: dict, metrics_dir: Path = Path("metrics")) -> list[Row]:
                                           DELTA_METRICS, Path(metrics_dir).parent)
                          if role.startswith("distilled/") else {})
                 rows.append(Row(
-                    labels={"Dataset": ds.upper(), "Detector": DETECTOR_NAMES.get(det, det),
+                    labels={"Dataset": ds.upper(), "Detector": detector_display_name(det),
                             "Model": ROW_LABELS[role].format(depth=depth)},
                     seeds=seeds,
                     paper=dict(zip(TABLE1_METRICS, paper)) if paper else {}, delta=delta))

@@ -9,10 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..kd.methods import display_name, method_class
+from ..models.detectors import display_name as detector_display_name
 from .common import paper_values, read_seeds
 from .render import Row, write_table
 from .deltas import delta_vs_student
-from .table1 import DETECTOR_NAMES, specs_for
+from .table1 import specs_for
 
 PAPER_ORDER = ("SSDD mAP", "SSDD AP50", "HRSID mAP", "HRSID AP50")
 TITLE = "Table 2: KD methods, {detector} ResNet50 -> ResNet18 (COCO %)"
@@ -67,5 +68,5 @@ def write_table2(rows: list[Row], head: str, params: dict,
     star = "\\*"  # a literal asterisk in Markdown
     notes = [f"{star * len(_mark(params, m))} {display_name(m, params)}: "
              f"{method_class(m, params).footnote}." for m in _footnoted(params)]
-    write_table("table2", TITLE.format(detector=DETECTOR_NAMES.get(det, det)), head, rows,
+    write_table("table2", TITLE.format(detector=detector_display_name(det)), head, rows,
                 columns(params), notes=notes, out_dir=out_dir)

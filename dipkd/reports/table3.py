@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config.params import SWITCHES, distill_spec, parse_switches, switches_name
+from ..models.detectors import display_name as detector_display_name
 from .common import paper_values, read_seeds
 from .render import Row, write_table
 from .deltas import delta_vs_student
-from .table1 import DETECTOR_NAMES, specs_for
+from .table1 import specs_for
 
 METRICS = ("mAP", "APs", "APm", "APl")
 # The paper's row order: none, each module alone, pairs, all.
@@ -53,6 +54,6 @@ def collect(params: dict, metrics_dir: Path = Path("metrics")) -> list[Row]:
 def write_table3(rows: list[Row], head: str, params: dict,
                  out_dir: Path = Path("reports")) -> None:
     ab = params["ablation"]
-    title = TITLE.format(detector=DETECTOR_NAMES.get(ab["detector"], ab["detector"]),
+    title = TITLE.format(detector=detector_display_name(ab["detector"]),
                          dataset=ab["dataset"].upper())
     write_table("table3", title, head, rows, METRICS, out_dir=out_dir)
