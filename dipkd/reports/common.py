@@ -7,11 +7,26 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import yaml
 
 from ..config.params import teacher_seed
 
 PAPER_VALUES = Path(__file__).with_name("paper_values.yaml")
+
+
+@dataclass(frozen=True)
+class PaperTable:
+    """What every table module offers (the ``TABLE`` of ``table1``, ...; the list of them
+    is :data:`dipkd.reports.tables.TABLES`): its name (``reports/<name>.{md,tex,csv}``),
+    the runs it reads, its rows from their metrics files, and how it is written."""
+
+    name: str
+    runs: Callable            # (params) -> list[RunSpec]
+    collect: Callable         # (params, metrics_dir=Path("metrics")) -> list[Row]
+    write: Callable           # (rows, head, params, out_dir=Path("reports")) -> None
 
 
 def read_metrics(metrics_dir: Path, group: str, key: str) -> dict:

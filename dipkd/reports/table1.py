@@ -10,7 +10,7 @@ from pathlib import Path
 from ..config.params import distill_spec, run_spec
 from ..evaluation.coco_eval import TABLE1_METRICS
 from ..models.detectors import display_name as detector_display_name
-from .common import paper_values, read_seeds
+from .common import PaperTable, paper_values, read_seeds
 from .deltas import delta_vs_student
 from .render import Row, write_table
 
@@ -63,3 +63,13 @@ def collect(params: dict, metrics_dir: Path = Path("metrics")) -> list[Row]:
 def write_table1(rows: list[Row], head: str, out_dir: Path = Path("reports")) -> None:
     write_table("table1", TITLE, head, rows, TABLE1_METRICS,
                 group_by=("Dataset", "Detector"), out_dir=out_dir)
+
+
+def runs(params: dict) -> list:
+    return [spec for ds in params["datasets"] for det in params["detectors"] for role in ROLES
+            for spec in specs_for(params, role, ds, det)]
+
+
+TABLE = PaperTable("table1", runs, collect,
+                   lambda rows, head, params, out_dir=Path("reports"):
+                   write_table1(rows, head, out_dir))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..kd.methods import display_name, method_class
 from ..models.detectors import display_name as detector_display_name
-from .common import paper_values, read_seeds
+from .common import PaperTable, paper_values, read_seeds
 from .render import Row, write_table
 from .deltas import delta_vs_student
 from .table1 import specs_for
@@ -40,12 +40,25 @@ def columns(params: dict) -> list[str]:
     return [f"{ds.upper()} {m}" for ds in params["datasets"] for m in ("mAP", "AP50")]
 
 
+def _methods(params: dict) -> list[str]:
+    return ["student", *params["baselines"], "dipkd"]
+
+
+def _role(method: str) -> str:
+    return "student" if method == "student" else f"distilled/{method}"
+
+
+def runs(params: dict) -> list:
+    return [spec for method in _methods(params) for ds in params["datasets"]
+            for spec in specs_for(params, _role(method), ds, params["baseline_detector"])]
+
+
 def collect(params: dict, metrics_dir: Path = Path("metrics")) -> list[Row]:
     det = params["baseline_detector"]
     published = paper_values()["table2"] if det == "faster_rcnn" else {}
     rows = []
-    for method in ["student", *params["baselines"], "dipkd"]:
-        role = "student" if method == "student" else f"distilled/{method}"
+    for method in _methods(params):
+        role = _role(method)
         values, delta = {}, {}
         for ds in params["datasets"]:
             specs = specs_for(params, role, ds, det)
@@ -70,3 +83,6 @@ def write_table2(rows: list[Row], head: str, params: dict,
              f"{method_class(m, params).footnote}." for m in _footnoted(params)]
     write_table("table2", TITLE.format(detector=detector_display_name(det)), head, rows,
                 columns(params), notes=notes, out_dir=out_dir)
+
+
+TABLE = PaperTable("table2", runs, collect, write_table2)

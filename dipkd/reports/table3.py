@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..config.params import SWITCHES, distill_spec, parse_switches, switches_name
 from ..models.detectors import display_name as detector_display_name
-from .common import paper_values, read_seeds
+from .common import PaperTable, paper_values, read_seeds
 from .render import Row, write_table
 from .deltas import delta_vs_student
 from .table1 import specs_for
@@ -32,12 +32,22 @@ def _specs(params: dict, combo: str, default: str) -> list:
                          parse_switches(combo)) for s in params["seeds"]]
 
 
-def collect(params: dict, metrics_dir: Path = Path("metrics")) -> list[Row]:
+def _combos(params: dict) -> tuple[str, list[str]]:
+    """(the default combination, every row's combination in the paper's order)."""
     default = switches_name({m: params["methods"]["dipkd"].get(m, True) for m in SWITCHES})
-    combos = {"none", default, *params["ablation"]["combos"]}
+    return default, sorted({"none", default, *params["ablation"]["combos"]}, key=ORDER.index)
+
+
+def runs(params: dict) -> list:
+    default, combos = _combos(params)
+    return [spec for combo in combos for spec in _specs(params, combo, default)]
+
+
+def collect(params: dict, metrics_dir: Path = Path("metrics")) -> list[Row]:
+    default, combos = _combos(params)
     published = paper_values()["table3"]
     rows = []
-    for combo in sorted(combos, key=ORDER.index):
+    for combo in combos:
         on = parse_switches(combo)
         paper = published.get(" ".join(str(int(on[m])) for m in SWITCHES))
         specs = _specs(params, combo, default)
@@ -57,3 +67,6 @@ def write_table3(rows: list[Row], head: str, params: dict,
     title = TITLE.format(detector=detector_display_name(ab["detector"]),
                          dataset=ab["dataset"].upper())
     write_table("table3", title, head, rows, METRICS, out_dir=out_dir)
+
+
+TABLE = PaperTable("table3", runs, collect, write_table3)

@@ -33,7 +33,7 @@ import subprocess
 from pathlib import Path
 
 from .. import device_slots
-from ..config.params import SENSITIVITY_KEYS, RunSpec, project_root
+from ..config.params import RunSpec, project_root
 
 
 def store_root() -> Path:
@@ -137,33 +137,14 @@ def git_commit() -> str:
         return "unknown"
 
 
-def tables_fed(spec: RunSpec) -> str:
-    """The report tables a run feeds (the ``tables`` tag, to filter runs in ``mlflow ui``):
-    the student is Table 3's "none" row, the DIPKD run the all-modules / default rows of
-    Tables 3-5, a DIPKD variant the table of the params it changes."""
-    if spec.role == "teacher":
-        return "table1"
-    if spec.role == "student":
-        return "table1,table2,table3"
-    if spec.method == "dipkd" and not spec.variant:
-        return "table1,table2,table3,table4,table5"
-    if spec.method == "dipkd" and spec.variant.startswith("inherit"):
-        return "table1"
-    if spec.method == "dipkd":
-        return ",".join(sorted({next((t for k, t in SENSITIVITY_KEYS.items()
-                                      if part.startswith(k)), "table3")
-                                for part in spec.variant.split("-")}))
-    return "table2"
-
-
 def run_tags(spec: RunSpec, **extra) -> dict:
     """Tags every run carries: dataset, detector, role, method, profile, seed, commit, stage,
-    the tables it feeds, and the device it ran on (``gpu``; ``worker_slot`` and
+    and the device it ran on (``gpu``; ``worker_slot`` and
     ``parallel_repro`` in a parallel repro, :mod:`dipkd.device_slots`)."""
     tags = {"dataset": spec.dataset.name, "data_source": spec.dataset.source,
             "detector": spec.detector, "role": spec.role, "method": spec.method,
             "profile": spec.profile, "seed": str(spec.seed), "git_commit": git_commit(),
-            "dvc_stage": os.environ.get("DVC_STAGE", ""), "tables": tables_fed(spec)}
+            "dvc_stage": os.environ.get("DVC_STAGE", "")}
     if os.environ.get("DIPKD_STUDY"):   # set by `make study` (pipeline/study.py)
         tags["study"] = os.environ["DIPKD_STUDY"]
     if dvc_experiment():

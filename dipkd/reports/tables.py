@@ -1,0 +1,51 @@
+"""The paper's tables, in order: each is one module with the same small interface
+(:class:`dipkd.reports.common.PaperTable`: its runs, its rows, its writer), and the
+``tables`` stage (``pipeline/make_tables.py``) loops over :data:`TABLES`. A new table is one
+module exposing a ``TABLE`` and one entry here (and its published values in
+``paper_values.yaml``). The MLflow ``tables`` tag of each run comes from the same run lists
+(:func:`tag_runs`, called by the stage)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .sensitivity import TABLE4, TABLE5
+from .table1 import TABLE as TABLE1
+from .table2 import TABLE as TABLE2
+from .table3 import TABLE as TABLE3
+
+TABLES = (TABLE1, TABLE2, TABLE3, TABLE4, TABLE5)
+
+
+def tables_reading(params: dict, spec) -> list[str]:
+    """The names of the tables that read run ``spec`` (matched by its model path)."""
+    return [t.name for t in TABLES
+            if any(s.model_path == spec.model_path for s in t.runs(params))]
+
+
+def tag_runs(params: dict) -> int:
+    """Set the ``tables`` tag (``table1,table2,...``: the tables that read the run, from
+    their own run lists) on every MLflow run of the profile's experiment whose
+    ``model_path`` tag is one of the tables' models (its training run and, for a model from
+    another store, its evaluation run). Returns how many runs were tagged."""
+    import mlflow
+
+    from ..config.params import experiment_name
+    from ..tracking import ensure_experiment
+    readers: dict[str, list[str]] = {}
+    for table in TABLES:
+        for spec in table.runs(params):
+            names = readers.setdefault(Path(spec.model_path).as_posix(), [])
+            if table.name not in names:
+                names.append(table.name)
+    client, tagged, token = mlflow.tracking.MlflowClient(), 0, None
+    experiment = ensure_experiment(experiment_name(params))
+    while True:
+        page = client.search_runs([experiment], max_results=1000, page_token=token)
+        for run in page:
+            names = readers.get(Path(run.data.tags.get("model_path", "")).as_posix())
+            if names:
+                client.set_tag(run.info.run_id, "tables", ",".join(names))
+                tagged += 1
+        token = page.token
+        if not token:
+            return tagged
