@@ -14,11 +14,11 @@ from typing import Any
 
 import yaml
 
+from ..datasets.sources import REAL_SOURCES, SOURCES  # plain data, as the detectors'
 from ..models.detectors import DETECTORS  # plain data (names, builders): no upward import
 
 ROLES = ("teacher", "student")
 DISTILLED = "distilled"
-SOURCES = ("synthetic", "ssdd", "hrsid")
 REAL_SOURCE_KEYS = ("path", "archive", "url")
 SCHEDULE_KEYS = ("epochs", "lr", "scale")  # required; optional: milestones (lr steps), teacher
 # What a schedule entry's optional ``teacher`` mapping may override for the teacher's run.
@@ -348,8 +348,9 @@ def dataset_spec(params: dict, dataset: str) -> DatasetSpec:
     overrides = dict(params["profiles"][params["profile"]]["data"].get(dataset, {}))
     real = data["source"] != "synthetic"
     options = {k: v for k, v in data.items() if k not in ("source", "preset")}
+    stand_in = REAL_SOURCES[dataset].stand_in if dataset in REAL_SOURCES else None
     return DatasetSpec(name=dataset, source=data["source"],
-                       preset=None if real else data.get("preset"),
+                       preset=None if real else data.get("preset", stand_in),
                        overrides={} if real else overrides, options=options if real else {})
 
 

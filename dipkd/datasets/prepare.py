@@ -9,8 +9,7 @@ from urllib.parse import urlparse
 
 from .archive import unpack
 from .download import download, verify_sha256
-from .hrsid import convert_hrsid
-from .ssdd import convert_ssdd
+from .sources import REAL_SOURCES
 
 DOWNLOADS = Path("downloads")
 
@@ -35,13 +34,11 @@ def _source_root(name: str, options: dict, scratch: Path):
 
 
 def prepare_real(name: str, source: str, options: dict, out_dir) -> dict:
-    """Convert a real release (``source`` 'ssdd' or 'hrsid') into ``out_dir``."""
+    """Convert a real release (``source``: one of :data:`REAL_SOURCES`) into ``out_dir``."""
     out_dir = Path(out_dir)
     root, tmp = _source_root(name, options, out_dir.parent)
     try:
-        if source == "ssdd":
-            return convert_ssdd(root, out_dir, options.get("variant", "BBox_SSDD"))
-        return convert_hrsid(root, out_dir)
+        return REAL_SOURCES[source].convert(root, out_dir, options)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

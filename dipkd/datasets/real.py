@@ -1,5 +1,5 @@
 """Shared checks for the real-dataset converters (SSDD, HRSID): box validation, image
-decoding, published counts."""
+decoding, the comparison with the published counts (:mod:`dipkd.datasets.sources`)."""
 from __future__ import annotations
 
 import warnings
@@ -7,7 +7,6 @@ from pathlib import Path
 
 from PIL import Image
 
-PUBLISHED = {"ssdd": {"images": 1160, "ships": 2456}, "hrsid": {"images": 5604, "ships": 16951}}
 
 
 class DatasetError(ValueError):
@@ -49,7 +48,8 @@ def compare_with_published(name: str, splits: dict) -> list[str]:
     dataset's paper."""
     images = sum(len(recs) for recs in splits.values())
     ships = sum(len(r.boxes) for recs in splits.values() for r in recs)
-    ref = PUBLISHED[name]
+    from .sources import REAL_SOURCES   # (sources imports the converters, which import us)
+    ref = REAL_SOURCES[name].published
     notes = []
     if images != ref["images"] or ships != ref["ships"]:
         notes.append(f"{name}: {images} images / {ships} ships, the published release has "
