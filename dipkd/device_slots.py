@@ -95,14 +95,6 @@ def acquire(env: dict | None = None, poll: float = 1.0) -> Slot | None:
         time.sleep(poll)
 
 
-def release() -> None:
-    """Give the slot back (a process's exit does the same)."""
-    global _held
-    if _held is not None:
-        _held[1].close()
-        _held = None
-
-
 def tags() -> dict[str, str]:
     """MLflow tags of the device a run trains on: ``gpu`` (the slot's GPU ids, or what
     ``CUDA_VISIBLE_DEVICES`` says, or ``cpu``/``all``), and ``worker_slot`` in a parallel

@@ -41,7 +41,7 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 
-from .config.params import ParamsError, requested_processes  # noqa: F401 (the stage's count)
+from .config.params import ParamsError
 
 WORKER_VARS = ("LOCAL_RANK", "WORLD_SIZE")
 COLLECT_DIR = ".dist_collect"

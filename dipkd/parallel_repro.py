@@ -233,15 +233,15 @@ def _check_repository(root: Path) -> None:
                                  "for them or stop them (dvc queue stop)")
 
 
-def repro(root: Path, jobs: int, *, keep_experiments: bool = False, poll: float = 5.0,
-          params_file: str = "params.yaml") -> None:
+def repro(root: Path, jobs: int, *, keep_experiments: bool = False,
+          poll: float = 5.0) -> None:
     """Run the whole pipeline of ``root`` with ``jobs`` stages at a time (module docstring)."""
     from .config.params import load_params, requested_processes
     if jobs < 1:
         raise ParallelReproError(f"--jobs must be at least 1, got {jobs}")
     root = root.resolve()
     _check_repository(root)
-    processes = requested_processes(load_params(root / params_file))
+    processes = requested_processes(load_params(root / "params.yaml"))
     token = time.strftime("%Y%m%d-%H%M%S")
     gpus = visible_gpus()
     env = worker_environment(root, jobs, processes, gpus, token)

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from ..datasets.sources import REAL_SOURCES, SOURCES  # plain data, as the detectors'
+from ..datasets.sources import REAL_SOURCES, SOURCES, SYNTHETIC  # plain data
 from ..models.detectors import DETECTORS  # plain data (names, builders): no upward import
 
 ROLES = ("teacher", "student")
@@ -154,7 +154,7 @@ def validate(params: dict) -> None:
     for name, data in params["data"].items():
         _need(data, ("source",), f"data.{name}")
         _choose(f"data source for {name}", data["source"], SOURCES)
-        if data["source"] != "synthetic" and not any(data.get(k) for k in REAL_SOURCE_KEYS):
+        if data["source"] != SYNTHETIC and not any(data.get(k) for k in REAL_SOURCE_KEYS):
             raise ParamsError(f"params.yaml: data.{name} (source {data['source']}) needs one of "
                               f"{', '.join(REAL_SOURCE_KEYS)}")
     for role in ROLES:
@@ -346,7 +346,7 @@ def dataset_spec(params: dict, dataset: str) -> DatasetSpec:
     _choose("dataset", dataset, params["data"])
     data = params["data"][dataset]
     overrides = dict(params["profiles"][params["profile"]]["data"].get(dataset, {}))
-    real = data["source"] != "synthetic"
+    real = data["source"] != SYNTHETIC
     options = {k: v for k, v in data.items() if k not in ("source", "preset")}
     stand_in = REAL_SOURCES[dataset].stand_in if dataset in REAL_SOURCES else None
     return DatasetSpec(name=dataset, source=data["source"],

@@ -16,10 +16,20 @@ from .table3 import TABLE as TABLE3
 TABLES = (TABLE1, TABLE2, TABLE3, TABLE4, TABLE5)
 
 
+def readers(params: dict) -> dict[str, list[str]]:
+    """Model path (posix) -> the names of the tables that read that run, in table order."""
+    out: dict[str, list[str]] = {}
+    for table in TABLES:
+        for spec in table.runs(params):
+            names = out.setdefault(Path(spec.model_path).as_posix(), [])
+            if table.name not in names:
+                names.append(table.name)
+    return out
+
+
 def tables_reading(params: dict, spec) -> list[str]:
     """The names of the tables that read run ``spec`` (matched by its model path)."""
-    return [t.name for t in TABLES
-            if any(s.model_path == spec.model_path for s in t.runs(params))]
+    return readers(params).get(Path(spec.model_path).as_posix(), [])
 
 
 def tag_runs(params: dict) -> int:
@@ -31,18 +41,13 @@ def tag_runs(params: dict) -> int:
 
     from ..config.params import experiment_name
     from ..tracking import ensure_experiment
-    readers: dict[str, list[str]] = {}
-    for table in TABLES:
-        for spec in table.runs(params):
-            names = readers.setdefault(Path(spec.model_path).as_posix(), [])
-            if table.name not in names:
-                names.append(table.name)
+    by_path = readers(params)
     client, tagged, token = mlflow.tracking.MlflowClient(), 0, None
     experiment = ensure_experiment(experiment_name(params))
     while True:
         page = client.search_runs([experiment], max_results=1000, page_token=token)
         for run in page:
-            names = readers.get(Path(run.data.tags.get("model_path", "")).as_posix())
+            names = by_path.get(Path(run.data.tags.get("model_path", "")).as_posix())
             if names:
                 client.set_tag(run.info.run_id, "tables", ",".join(names))
                 tagged += 1
