@@ -132,7 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "run-cache; then the tables are built. Each run takes a worker slot and "
                     "its own GPU(s) (compute.gpus per run), shown in its log and in the MLflow "
                     "tags gpu/worker_slot. Needs a git commit (DVC experiments start from one).",
-        epilog="example: dipkd repro --jobs 8     (make repro-parallel JOBS=8)")
+        epilog="examples: `dipkd repro --jobs 8` (make repro-parallel JOBS=8); "
+               "`dipkd repro --jobs 4 tables` (the tables and their runs, not the figures)")
+    rep.add_argument("targets", metavar="TARGET", nargs="*",
+                     help="stages to build, with what they need (as `dvc repro TARGET`; a "
+                          "foreach group name covers its members); default: all")
     rep.add_argument("--jobs", "-j", type=int, required=True,
                      help="runs at once: one per GPU (per compute.gpus GPUs), or CPU workers")
     rep.add_argument("--keep-experiments", action="store_true",
@@ -191,7 +195,8 @@ def _repro(args) -> int:
     from dipkd.config.params import ParamsError
     from dipkd.parallel_repro import ParallelReproError, repro
     try:
-        repro(Path.cwd(), args.jobs, keep_experiments=args.keep_experiments, poll=args.poll)
+        repro(Path.cwd(), args.jobs, args.targets, keep_experiments=args.keep_experiments,
+              poll=args.poll)
     except (ParallelReproError, ParamsError) as exc:
         return _error(str(exc), 1)
     except KeyboardInterrupt:

@@ -15,8 +15,10 @@ takes well under a second.
 The import walk is static (``ast``): ``import a.b``, ``from a import b`` (``b`` a module or
 a name), relative imports; every parent package's ``__init__.py`` is included, as Python
 runs it. Data files beside an imported module (``dipkd/reports/paper_values.yaml``) count as
-its sources. Imports built at run time (``importlib.import_module(name)``) are not seen: the
-project has none in stage code. The end-to-end test checks the manifests against the
+its sources. A plugin package (:mod:`dipkd.plugins`: its ``__init__.py`` calls
+``import_submodules(__name__)``) imports every module in its folder. Other imports built at
+run time (``importlib.import_module(name)``) are not seen: the project has none in stage
+code. The end-to-end test checks the manifests against the
 modules the stages really load (:func:`record_loaded_modules`).
 """
 from __future__ import annotations
@@ -28,6 +30,8 @@ import json
 import os
 import sys
 from pathlib import Path
+
+from .plugins import DISCOVERY_CALL
 
 PACKAGES = ("dipkd", "pipeline")
 # Files beside the sources that are not data the code reads (bytecode, numba's caches).
@@ -69,7 +73,22 @@ def _imported_names(path: Path, module: str) -> set[str]:
                 base = node.module or ""
             names.add(base)
             names.update(f"{base}.{alias.name}" for alias in node.names)
+        elif (path.name == "__init__.py" and isinstance(node, ast.Call)
+              and _called_name(node.func) == DISCOVERY_CALL):
+            names.update(_package_modules(path.parent, module))   # a plugin folder
     return names
+
+
+def _called_name(func: ast.expr) -> str:
+    return func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+
+
+def _package_modules(directory: Path, package: str) -> set[str]:
+    """The modules a plugin package imports of itself (:func:`dipkd.plugins.
+    import_submodules`): every ``<name>.py`` and subpackage not starting with ``_``."""
+    return {f"{package}.{p.stem if p.suffix else p.name}" for p in directory.iterdir()
+            if not p.name.startswith("_")
+            and (p.suffix == ".py" or (p / "__init__.py").is_file())}
 
 
 def project_imports(root: Path, module: str) -> dict[str, Path]:

@@ -338,7 +338,7 @@ def metrics_files(params: dict, role: str, dataset: str, detector: str,
                   metrics_dir: Path = Path("metrics")) -> list[Path]:
     """The metrics files of a row: the teacher's (teacher seed), or one per seed of the
     student's / DIPKD student's runs."""
-    from .reports.table1 import specs_for
+    from .reports.tables.table1 import specs_for
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; valid: {', '.join(ROLES)}")
     specs = specs_for(params, "distilled/dipkd" if role == "dipkd" else role, dataset, detector)

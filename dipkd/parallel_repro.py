@@ -116,6 +116,23 @@ def stage_graph(root: Path) -> dict[str, set[str]]:
         return {s.addressing: {d.addressing for d in graph.successors(s)} for s in graph.nodes}
 
 
+def restrict_to(upstream: Mapping[str, Iterable[str]],
+                targets: Iterable[str]) -> dict[str, set[str]]:
+    """The part of a stage graph that ``dvc repro TARGET...`` runs: the targets and every
+    stage upstream of them. A target is a stage name or a ``foreach`` group name (``train_
+    student`` for every ``train_student@...``), as DVC accepts them."""
+    names = set(upstream) | {d for deps in upstream.values() for d in deps}
+    keep: set[str] = set()
+    for target in targets:
+        matched = {s for s in names if s == target or s.split("@", 1)[0] == target}
+        if not matched:
+            raise ParallelReproError(f"no stage named {target!r} in dvc.yaml (dvc stage list "
+                                     "shows them)")
+        for stage in matched:
+            keep |= {stage} | _ancestors(upstream, stage)
+    return {s: set(upstream.get(s, ())) & keep for s in keep}
+
+
 def changed_stages(root: Path) -> set[str]:
     """The stages ``dvc status`` reports as changed."""
     from dvc.repo import Repo
@@ -233,9 +250,10 @@ def _check_repository(root: Path) -> None:
                                  "for them or stop them (dvc queue stop)")
 
 
-def repro(root: Path, jobs: int, *, keep_experiments: bool = False,
-          poll: float = 5.0) -> None:
-    """Run the whole pipeline of ``root`` with ``jobs`` stages at a time (module docstring)."""
+def repro(root: Path, jobs: int, targets: Iterable[str] = (), *,
+          keep_experiments: bool = False, poll: float = 5.0) -> None:
+    """Run the pipeline of ``root`` (or only ``targets`` and what they need, as ``dvc repro
+    TARGET...``) with ``jobs`` stages at a time (module docstring)."""
     from .config.params import load_params, requested_processes
     if jobs < 1:
         raise ParallelReproError(f"--jobs must be at least 1, got {jobs}")
@@ -247,7 +265,9 @@ def repro(root: Path, jobs: int, *, keep_experiments: bool = False,
     env = worker_environment(root, jobs, processes, gpus, token)
     devices = (f"GPUs {','.join(gpus)}, {max(processes, 1)} per run" if gpus
                else f"CPU, {env.get('OMP_NUM_THREADS')} threads per run")
-    waves = plan_waves(stage_graph(root))
+    targets = list(targets)
+    graph = stage_graph(root)
+    waves = plan_waves(restrict_to(graph, targets) if targets else graph)
     print(f"[dipkd] parallel repro {token}: {jobs} workers ({devices}); "
           f"{sum(map(len, waves))} jobs in {len(waves)} waves", flush=True)
     queued: list[str] = []
@@ -277,7 +297,7 @@ def repro(root: Path, jobs: int, *, keep_experiments: bool = False,
             if ran:
                 print(f"[dipkd] warning: the workspace ran {', '.join(ran)} instead of "
                       "restoring it from the run-cache", flush=True)
-        _stream(root, "repro")
+        _stream(root, "repro", *targets)
     except KeyboardInterrupt:
         print("[dipkd] interrupted: killing the running experiments, dropping the queued "
               "ones", file=sys.stderr, flush=True)

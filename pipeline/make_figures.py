@@ -26,8 +26,7 @@ if __name__ == "__main__":
         SEED,
         (("--methods",), dict(nargs="+", default=None,
                               help="columns of Figures 4-5 (student, teacher or KD methods); "
-                                   "default: student + the configured ones of mgd, fgd, ifkd, "
-                                   "dipkd")),
+                                   "default: params' figures.methods that the matrix trains")),
         (("--num-images",), dict(type=int, default=4, help="rows of Figures 4-5")),
         (("--speckle-images",), dict(type=int, default=16,
                                      help="test images averaged in Figure 3")),

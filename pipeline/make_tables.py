@@ -1,8 +1,8 @@
-"""DVC stage ``tables``: reports/table{1..5}.{md,tex,csv} from the evaluated runs' metrics
+"""DVC stage ``tables``: reports/tables/table{1..5}.{md,tex,csv} from the evaluated runs' metrics
 (every table of :data:`dipkd.reports.tables.TABLES`; each run's MLflow ``tables`` tag from
 their run lists), the headline numbers in
 metrics/summary.json and the data of the comparison plots."""
-from dipkd.reports.common import header
+from dipkd.reports.common import TABLES_DIR, header
 from dipkd.reports.compare_plots import write_compare_plots
 from dipkd.reports.deltas import log_run_deltas
 from dipkd.reports.summary import summarize, write_summary
@@ -21,7 +21,7 @@ def main(params, args):
     print(f"[dipkd] Δ vs student logged into {log_run_deltas(params)} distilled MLflow runs")
     print(f"[dipkd] tables tag set on {tag_runs(params)} MLflow runs")
     for table in TABLES:
-        print(open(f"reports/{table.name}.md").read())
+        print((TABLES_DIR / f"{table.name}.md").read_text())
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDY_FILES = tuple(f"table{n}.{ext}" for n in range(1, 6) for ext in ("md", "csv"))
+TABLE_FORMATS = ("md", "csv")    # of each table in reports/tables/, copied into the report
 
 
 def merged_params(base: dict, overrides: dict) -> dict:
@@ -102,8 +102,11 @@ def write_report(name: str, worktree: Path, params: dict, out_dir: Path, started
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for f in STUDY_FILES:
-        shutil.copy2(worktree / "reports" / f, tmp / f)
+    from dipkd.reports.common import TABLES_DIR
+    from dipkd.reports.tables import TABLES
+    for table in TABLES:
+        for ext in TABLE_FORMATS:
+            shutil.copy2(worktree / TABLES_DIR / f"{table.name}.{ext}", tmp)
     data = curves(worktree)
     (tmp / "curves.json").write_text(json.dumps(data, indent=1))
     plot_curves(data, tmp / "curves.png")
@@ -122,7 +125,7 @@ def write_report(name: str, worktree: Path, params: dict, out_dir: Path, started
             f"from DVC's run-cache count as done)\n"
             f"- exact params: `params.yaml` here; training curves: `curves.png`/`curves.json`\n"
             f"- MLflow: runs tagged `study={name}` (`tags.study = '{name}'`)\n\n")
-    tables = "\n".join((tmp / f"table{n}.md").read_text() for n in range(1, 6))
+    tables = "\n".join((tmp / f"{table.name}.md").read_text() for table in TABLES)
     (tmp / "README.md").write_text(head + tables)
     shutil.rmtree(out_dir, ignore_errors=True)
     os.replace(tmp, out_dir)

@@ -46,6 +46,26 @@ def test_manifest_follows_every_kind_of_import(tmp_path):
                                                  .read_bytes()).hexdigest()
 
 
+def test_a_plugin_folder_counts_every_module_in_it(tmp_path):
+    """A package whose __init__ calls import_submodules(__name__) (dipkd/plugins.py) runs
+    every module in its folder: each is in the manifest, `_private` ones and other folders'
+    modules are not (unless imported)."""
+    _tree(tmp_path, {
+        "pipeline/__init__.py": "", "pipeline/stage.py": "import dipkd.methods\n",
+        "dipkd/__init__.py": "",
+        "dipkd/methods/__init__.py": ("from ..plugins import import_submodules\n"
+                                      "MODULES = import_submodules(__name__)\n"),
+        "dipkd/methods/a.py": "", "dipkd/methods/b.py": "from ..helper import x\n",
+        "dipkd/methods/_draft.py": "", "dipkd/helper.py": "x = 1\n",
+        "dipkd/plugins.py": "", "dipkd/other/__init__.py": "",
+        "dipkd/other/c.py": "import_submodules = None\n",
+    })
+    assert sorted(manifest(tmp_path, "pipeline.stage")) == [
+        "dipkd/__init__.py", "dipkd/helper.py", "dipkd/methods/__init__.py",
+        "dipkd/methods/a.py", "dipkd/methods/b.py", "dipkd/plugins.py",
+        "pipeline/__init__.py", "pipeline/stage.py"]
+
+
 def test_manifests_are_rewritten_only_where_code_changed(tmp_path):
     _tree(tmp_path, {"pipeline/__init__.py": "", "pipeline/a.py": "import dipkd.x\n",
                      "pipeline/b.py": "", "dipkd/__init__.py": "", "dipkd/x.py": ""})
@@ -81,6 +101,6 @@ def test_training_manifests_hold_what_the_old_lists_missed():
     train = set(manifest(REPO, "pipeline.train_teacher"))
     assert {"dipkd/launch.py", "dipkd/tracking/mlflow_runs.py", "dipkd/evaluation/metric.py",
             "dipkd/training.py", "pipeline/train_teacher.py"} <= train
-    assert "dipkd/reports/table1.py" not in train and "dipkd/inference/infer.py" not in train
+    assert "dipkd/reports/tables/table1.py" not in train and "dipkd/inference/infer.py" not in train
     assert "dipkd/config/mmdet_config.py" in manifest(REPO, "pipeline.evaluate")
     assert "dipkd/reports/paper_values.yaml" in manifest(REPO, "pipeline.make_tables")

@@ -148,7 +148,7 @@ def test_checkpoint_of_another_model_is_refused(fig_env):
         spec.model_path.unlink()
 
 
-def test_stage_names_and_default_columns(params):
+def test_stage_names_and_default_columns(params, capsys):
     params = _small(params)
     spec = distill_spec(params, "dipkd", "ssdd", "faster_rcnn")
     assert producing_stage(params, spec) == "distill@ssdd-faster_rcnn-0"
@@ -159,7 +159,10 @@ def test_stage_names_and_default_columns(params):
         == "baseline@mgd-ssdd-3"
     assert default_methods(params) == ["student", "mgd", "fgd", "ifkd", "dipkd"]
     params["baselines"] = ["fitnet", "fgd"]
-    assert default_methods(params) == ["student", "fgd", "dipkd"]
+    assert default_methods(params) == ["student", "fgd", "dipkd"]      # params' figures.methods
+    assert "mgd, ifkd not trained by this matrix" in capsys.readouterr().out
+    params["figures"]["methods"] = ["teacher", "fitnet", "dipkd"]
+    assert default_methods(params) == ["teacher", "fitnet", "dipkd"]
 
 
 def test_denoising_raises_enl_of_a_speckled_constant_field(params):

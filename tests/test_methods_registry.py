@@ -59,7 +59,7 @@ def dummy_method():
 def test_a_new_method_is_one_class_and_one_params_entry(params, dummy_method, tmp_path):
     """With only the class above and a params.yaml entry: the distiller config, Table 2's
     row (name, venue, footnote) and the figures' name need nothing else."""
-    from dipkd.reports import table2
+    from dipkd.reports.tables import table2
     params["methods"]["dummy"] = {"type": "DummyKDLoss", "weight": 2.0, "fpn_levels": [0, 1],
                                   "inherit": False}
     params["baselines"] = ["fgd", "dummy"]
@@ -78,3 +78,4 @@ def test_a_new_method_is_one_class_and_one_params_entry(params, dummy_method, tm
     table2.write_table2(rows, "header", params, out_dir=tmp_path)
     assert "\\* Dummy: exists only in a test." in (tmp_path / "table2.md").read_text()
     assert display_name("dummy") == "Dummy"
+

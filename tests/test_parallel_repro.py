@@ -11,7 +11,7 @@ import pytest
 
 from dipkd import device_slots
 from dipkd.parallel_repro import (ParallelReproError, plan_waves, queue_states,
-                                  worker_environment)
+                                  restrict_to, worker_environment)
 
 # A two-dataset, one-detector slice of dvc.yaml's graph (stage -> the stages it depends on).
 GRAPH = {
@@ -53,6 +53,23 @@ def test_waves_run_shared_stages_first_and_each_training_once():
 def test_a_graph_of_independent_stages_is_one_wave():
     waves = plan_waves({"a": set(), "b": set(), "report": {"a", "b"}})
     assert [[j.target for j in w] for w in waves] == [["a", "b"]]
+
+
+def test_targets_keep_what_they_need():
+    """`dipkd repro --jobs N TARGET...` plans what `dvc repro TARGET...` runs: the targets
+    (a foreach group by its name) and their upstream stages, nothing else."""
+    sub = restrict_to(GRAPH, ["evaluate_teacher"])
+    assert sub == {"evaluate_teacher@a": {"train_teacher@a", "prepare@a"},
+                   "evaluate_teacher@b": {"train_teacher@b", "prepare@b"},
+                   "train_teacher@a": {"prepare@a", "processes"},
+                   "train_teacher@b": {"prepare@b", "processes"},
+                   "prepare@a": set(), "prepare@b": set(), "processes": set()}
+    assert "figures" not in restrict_to(GRAPH, ["tables"])
+    assert set(restrict_to(GRAPH, ["figures"])) == {
+        "figures", "train_student@a-0", "distill@a-0", "train_teacher@a", "prepare@a",
+        "processes"}
+    with pytest.raises(ParallelReproError, match="no stage named 'tabels'"):
+        restrict_to(GRAPH, ["tabels"])
 
 
 def test_repository_graph_queues_every_training_stage_once():
@@ -161,24 +178,26 @@ def _runs(ws: Path) -> list:
 
 def _results(ws: Path) -> dict[str, str]:
     """The tables' CSVs and every run's metrics file."""
-    files = [*(ws / "reports").glob("table*.csv"), *(ws / "metrics").rglob("*.json")]
+    files = [*(ws / "reports" / "tables").glob("*.csv"), *(ws / "metrics").rglob("*.json")]
     return {str(f.relative_to(ws)): f.read_text() for f in files}
 
 
 @pytest.mark.slow
 def test_two_cpu_workers_train_each_run_once_and_give_the_sequential_tables(tmp_path):
-    """Issue 15's check, on the e2e test's smoke matrix cut to one detector and no extra
-    ablation rows (CI time): `dipkd repro
-    --jobs 2` from a clean copy puts every run in MLflow once, on a worker slot; the final
-    `dvc repro` restores every training from the run-cache, a further one runs nothing; the
-    tables and metrics equal a sequential `dvc repro`'s (both with one thread per process,
-    as each of two CPU workers gets on two cores)."""
+    """Issue 15's check, on the e2e test's smoke matrix cut to one detector, one baseline,
+    no extra ablation rows, and built up to the tables (the e2e test covers the figures and
+    reports; CI time): `dipkd repro --jobs 2 tables` from a clean copy puts every run in
+    MLflow once, on a worker slot; the final `dvc repro tables` restores every training from
+    the run-cache, a further one runs nothing; the tables and metrics equal a sequential
+    `dvc repro tables`'s (both with one thread per process, as each of two CPU workers gets
+    on two cores)."""
     import yaml
     from test_pipeline_e2e import _copy_repo, _sh, _shrink
 
     params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
     _shrink(params)
     params["detectors"] = ["faster_rcnn"]
+    params["baselines"] = ["fgd"]
     params["ablation"].update(combos=[], tau=[], mask_rate=[])   # rows shared with Table 1
     workspaces = {}
     for name in ("sequential", "parallel"):
@@ -187,15 +206,16 @@ def test_two_cpu_workers_train_each_run_once_and_give_the_sequential_tables(tmp_
         (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         _commit(ws, _sh)
     os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")   # restored by conftest
-    _sh(workspaces["sequential"], "dvc", "repro")
+    _sh(workspaces["sequential"], "dvc", "repro", "tables")
     ws = workspaces["parallel"]
-    log = _sh(ws, sys.executable, "-m", "dipkd.cli", "repro", "--jobs", "2", "--poll", "1")
+    log = _sh(ws, sys.executable, "-m", "dipkd.cli", "repro", "--jobs", "2", "--poll", "1",
+              "tables")
 
     runs = _runs(ws)
     sequential = _runs(workspaces["sequential"])
     key = lambda r: r.data.tags["dvc_stage"]        # noqa: E731
     assert sorted(map(key, runs)) == sorted(map(key, sequential))     # each run once
-    assert len(set(map(key, runs))) == len(runs) == 7   # teacher, student, 2 DIPKD, 3 KD
+    assert len(set(map(key, runs))) == len(runs) == 5   # teacher, student, 2 DIPKD, FGD
     assert {r.data.tags["gpu"] for r in runs} == {"cpu"}
     assert {r.data.tags["worker_slot"] for r in runs} == {"0/2", "1/2"}
     assert all("mlflow.parentRunId" not in r.data.tags and "parallel_repro" in r.data.tags
@@ -207,7 +227,7 @@ def test_two_cpu_workers_train_each_run_once_and_give_the_sequential_tables(tmp_
     ran_here = {line.split("'")[1] for line in log.splitlines()
                 if line.startswith("Running stage")}
     assert not ran_here & trainings, ran_here
-    assert "Running stage" not in _sh(ws, "dvc", "repro")
+    assert "Running stage" not in _sh(ws, "dvc", "repro", "tables")
     assert _results(ws) == _results(workspaces["sequential"])
     assert "dipkd-" not in _sh(ws, "dvc", "exp", "list")       # the machinery is removed
 

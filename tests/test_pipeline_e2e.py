@@ -102,7 +102,7 @@ def test_dvc_repro_builds_every_table_and_tracks_every_run(tmp_path):
     _assert_models_stored_once(ws)
     _assert_manifests_cover_what_the_stages_loaded(ws, tmp_path / "imports")
 
-    table = (ws / "reports/table1.md").read_text()
+    table = (ws / "reports/tables/table1.md").read_text()
     ours = [line for line in table.splitlines() if line.startswith("| SSDD")]
     assert len(ours) == 8, table    # 2 detectors x {teacher, student, DIPKD, DIPKD w/o inherit}
     assert "Profile `smoke`" in table and "| paper " in table
@@ -110,14 +110,14 @@ def test_dvc_repro_builds_every_table_and_tracks_every_run(tmp_path):
     assert (ws / "detections/distilled/dipkd/ssdd-faster_rcnn-seed0.json").is_file()
     for n in range(1, 6):
         for ext in ("md", "tex", "csv"):
-            assert (ws / f"reports/table{n}.{ext}").is_file(), (n, ext)
-    table2 = (ws / "reports/table2.md").read_text()
+            assert (ws / f"reports/tables/table{n}.{ext}").is_file(), (n, ext)
+    table2 = (ws / "reports/tables/table2.md").read_text()
     assert all(name in table2 for name in ("Student", "FGD", "MGD", "IFKD*", "DIPKD"))
-    table3 = (ws / "reports/table3.csv").read_text().splitlines()
+    table3 = (ws / "reports/tables/table3.csv").read_text().splitlines()
     assert len(table3) == 1 + 3             # none (student), RIT only, all (DIPKD)
-    table4 = (ws / "reports/table4.md").read_text()
+    table4 = (ws / "reports/tables/table4.md").read_text()
     assert "0.5 (default)" in table4 and "| 1.0 " in table4
-    assert "1.0" in (ws / "reports/table5.md").read_text()
+    assert "1.0" in (ws / "reports/tables/table5.md").read_text()
     for fig in ("fig3_speckle", "fig4_heatmaps", "fig5_detections"):
         assert (ws / f"reports/figures/{fig}.png").stat().st_size > 0, fig
     curves = json.loads((ws / "plots/teacher/ssdd-faster_rcnn-seed0.json").read_text())

@@ -22,9 +22,9 @@ from PIL import Image
 
 from dipkd.datasets.archive import ArchiveError, unpack
 from dipkd.datasets.download import DownloadError, download
-from dipkd.datasets.hrsid import convert_hrsid
+from dipkd.datasets.sources.hrsid import convert_hrsid
 from dipkd.datasets.real import DatasetError
-from dipkd.datasets.ssdd import convert_ssdd, is_test
+from dipkd.datasets.sources.ssdd import convert_ssdd, is_test
 from dipkd.evaluation.coco_eval import evaluate_detections
 
 REPO = Path(__file__).resolve().parents[1]

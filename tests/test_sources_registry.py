@@ -1,4 +1,4 @@
-"""Real data sources by name (dipkd/datasets/sources.py): converter, published counts and
+"""Real data sources by name (dipkd/datasets/sources/): converter, published counts and
 synthetic stand-in in one entry, read by params validation, prepare and the converters."""
 import pytest
 
@@ -9,7 +9,7 @@ from dipkd.datasets.synthetic import PRESETS
 
 
 def test_entries_and_stand_ins():
-    assert SOURCES == ("synthetic", "ssdd", "hrsid")
+    assert SOURCES[0] == "synthetic" and sorted(SOURCES[1:]) == ["hrsid", "ssdd"]
     assert REAL_SOURCES["ssdd"].published == {"images": 1160, "ships": 2456}
     assert all(s.stand_in in PRESETS for s in REAL_SOURCES.values())
 

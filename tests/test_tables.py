@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from dipkd.reports import sensitivity, table1, table2, table3
+from dipkd.reports.tables import sensitivity, table1, table2, table3
 from dipkd.reports.common import header
 from dipkd.reports.render import Row, write_table
 
@@ -78,17 +78,17 @@ def test_table1_from_metrics_files_with_paper_values(tmp_path, params):
     summary.write_text(json.dumps({"metrics": {"train": {"images": 12}}}))
     head = header(params, "0123456789abcdef", tmp_path / "metrics")
     assert "faster_rcnn/ssdd 2 ep (~12 it: 12 train images, batch 2)" in head
-    table1.write_table1(rows, head, tmp_path / "reports")
-    md = (tmp_path / "reports" / "table1.md").read_text()
+    table1.write_table1(rows, head, tmp_path / "reports" / "tables")
+    md = (tmp_path / "reports" / "tables" / "table1.md").read_text()
     assert "Profile `smoke`" in md and "commit `0123456789ab`" in md and "only prove" in md
     assert "seed 0 (one run per cell)" in md
     assert "| SSDD" in md and "AR1" not in md  # ten metric columns
-    csv = pd.read_csv(tmp_path / "reports" / "table1.csv")
+    csv = pd.read_csv(tmp_path / "reports" / "tables" / "table1.csv")
     assert csv.shape == (4, 3 + 1 + 4 * 10 + 3)   # + mAP_delta, _ci_low, _ci_high
     assert csv.loc[2, "mAP_delta"] == 0.0 and pd.isna(csv.loc[1, "mAP_delta"])
     assert "Δ mAP vs student [95% CI]" in md and "paired bootstrap" in md
     assert csv.loc[0, "mAP_diff"] == 0.0 and csv.loc[1, "mAP_paper"] == 57.4
-    assert (tmp_path / "reports" / "table1.tex").is_file()
+    assert (tmp_path / "reports" / "tables" / "table1.tex").is_file()
 
 
 def test_seeds_average_and_header(tmp_path, params):
@@ -124,14 +124,14 @@ def test_table2_rows_order_bold_and_footnote(tmp_path, params):
                                                   "DIPKD"]
     assert rows[3].paper == {"SSDD mAP": 56.5, "SSDD AP50": 93.5, "HRSID mAP": 57.1,
                              "HRSID AP50": 76.9}
-    table2.write_table2(rows, "header line", params, tmp_path / "reports")
-    md = (tmp_path / "reports/table2.md").read_text()
+    table2.write_table2(rows, "header line", params, tmp_path / "reports" / "tables")
+    md = (tmp_path / "reports/tables/table2.md").read_text()
     assert "**60.2**" in md and "| 57.4 " in md
     assert "**70.0**" in md and "**95.3**" in md and "\\* DeFeat: neck (feature) part only" in md
-    tex = (tmp_path / "reports/table2.tex").read_text()
+    tex = (tmp_path / "reports/tables/table2.tex").read_text()
     assert "\\textbf{60.2}" in tex and "\\textbf{70.0}" in tex and "DeFeat$^{*}$" in tex
     # + a Δ with its CI (3 columns) for mAP and AP50 of each dataset
-    assert pd.read_csv(tmp_path / "reports/table2.csv").shape == (6, 3 + 4 * 4 + 4 * 3)
+    assert pd.read_csv(tmp_path / "reports/tables/table2.csv").shape == (6, 3 + 4 * 4 + 4 * 3)
 
 
 def test_table3_shares_student_and_dipkd_runs(tmp_path, params):
@@ -149,8 +149,8 @@ def test_table3_shares_student_and_dipkd_runs(tmp_path, params):
         ("-", "-", "-"), ("✓", "-", "-"), ("-", "-", "✓"), ("✓", "✓", "✓")]
     assert rows[0].paper["mAP"] == 57.4 and rows[2].paper["APl"] == 59.6
     assert rows[3].stats("mAP")[0] == pytest.approx(70.0)
-    table3.write_table3(rows, "head", params, tmp_path / "reports")
-    assert "SSDD" in (tmp_path / "reports/table3.md").read_text()
+    table3.write_table3(rows, "head", params, tmp_path / "reports" / "tables")
+    assert "SSDD" in (tmp_path / "reports/tables/table3.md").read_text()
 
 
 @pytest.mark.parametrize("key,values,default_group", [
@@ -169,9 +169,9 @@ def test_sensitivity_rows_sorted_with_the_shared_default(tmp_path, params, key, 
     assert labels == sorted(labels, key=lambda s: float(s.split()[0]))
     assert f"{default} (default)" in labels
     assert all(r.paper for r in rows)   # the paper has every default value
-    sensitivity.write_sensitivity(rows, key, "head", params, tmp_path / "reports")
+    sensitivity.write_sensitivity(rows, key, "head", params, tmp_path / "reports" / "tables")
     name = sensitivity.TABLES[key][0]
-    assert pd.read_csv(tmp_path / f"reports/{name}.csv").shape[0] == 3
-    md = (tmp_path / f"reports/{name}.md").read_text()
+    assert pd.read_csv(tmp_path / f"reports/tables/{name}.csv").shape[0] == 3
+    md = (tmp_path / f"reports/tables/{name}.md").read_text()
     assert ("mask_rule `keep`: the mask rate is the fraction of background cells KEPT" in md) \
         == (key == "mask_rate")

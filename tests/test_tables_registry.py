@@ -1,4 +1,4 @@
-"""The tables by interface (dipkd/reports/tables.py): each table names the runs it reads, and
+"""The tables by interface (dipkd/reports/tables/): each table names the runs it reads, and
 the MLflow ``tables`` tag of every run of the matrix agrees with those lists."""
 from pathlib import Path
 

@@ -1,12 +1,25 @@
-"""Shared checks for the real-dataset converters (SSDD, HRSID): box validation, image
-decoding, the comparison with the published counts (:mod:`dipkd.datasets.sources`)."""
+"""What a real data source is (:class:`DataSource`), and the checks its converter shares
+(box validation, image decoding, the comparison with the published counts); the sources
+themselves are the modules of :mod:`dipkd.datasets.sources`."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
+
+@dataclass(frozen=True)
+class DataSource:
+    """A real SAR release by name: its converter into the common layout, the release's
+    published counts (a converted dataset that differs gets a warning), and the synthetic
+    preset shaped like it (the stand-in a dataset of that name gets offline)."""
+    name: str
+    convert: Callable[[Path, Path, dict], dict]   # (release folder, out_dir, options) -> summary
+    published: dict                                # {"images": n, "ships": n} of the release
+    stand_in: str                                  # synthetic preset shaped like it
 
 
 class DatasetError(ValueError):
@@ -48,7 +61,7 @@ def compare_with_published(name: str, splits: dict) -> list[str]:
     dataset's paper."""
     images = sum(len(recs) for recs in splits.values())
     ships = sum(len(r.boxes) for recs in splits.values() for r in recs)
-    from .sources import REAL_SOURCES   # (sources imports the converters, which import us)
+    from .sources import REAL_SOURCES   # (the sources' modules import this one)
     ref = REAL_SOURCES[name].published
     notes = []
     if images != ref["images"] or ships != ref["ships"]:

@@ -15,18 +15,19 @@ import yaml
 from ..config.params import teacher_seed
 
 PAPER_VALUES = Path(__file__).with_name("paper_values.yaml")
+TABLES_DIR = Path("reports") / "tables"     # the tables stage's one output directory
 
 
 @dataclass(frozen=True)
 class PaperTable:
     """What every table module offers (the ``TABLE`` of ``table1``, ...; the list of them
-    is :data:`dipkd.reports.tables.TABLES`): its name (``reports/<name>.{md,tex,csv}``),
+    is :data:`dipkd.reports.tables.TABLES`): its name (``reports/tables/<name>.{md,tex,csv}``),
     the runs it reads, its rows from their metrics files, and how it is written."""
 
     name: str
     runs: Callable            # (params) -> list[RunSpec]
     collect: Callable         # (params, metrics_dir=Path("metrics")) -> list[Row]
-    write: Callable           # (rows, head, params, out_dir=Path("reports")) -> None
+    write: Callable           # (rows, head, params, out_dir=TABLES_DIR) -> None
 
 
 def read_metrics(metrics_dir: Path, group: str, key: str) -> dict:

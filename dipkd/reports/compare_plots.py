@@ -34,7 +34,7 @@ def _curves(path: Path) -> list[dict]:
 def val_map_overlay(params: dict, base: Path = Path(".")) -> list[dict]:
     """One row per (method, epoch with a validation mAP): the mean over the seeds that have
     it, in %. A method whose curves are missing is left out."""
-    from .table1 import specs_for
+    from .tables.table1 import specs_for
     from ..kd.methods import display_name
 
     ds, det = params["datasets"][0], params["baseline_detector"]

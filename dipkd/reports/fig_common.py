@@ -16,10 +16,6 @@ import numpy as np
 
 from ..config.params import RunSpec, distill_spec, run_spec
 
-# Default columns of Figures 4-5: the student without KD, then the KD methods of the
-# paper's figures (MGD, FGD, IFKD, DIPKD), in the paper's order.
-FIGURE_METHODS = ("mgd", "fgd", "ifkd", "dipkd")
-
 DPI = 100
 PANEL_W = 2.4                    # inches per grid panel (height: PANEL_W x image aspect)
 TITLE_H = 0.45                   # inches above the grid for the column titles
@@ -34,12 +30,18 @@ def figure_detector(params: dict) -> str:
 
 
 def default_methods(params: dict) -> list[str]:
-    """``student`` plus the KD methods among mgd, fgd, ifkd, dipkd that the pipeline
-    trains (the baselines when listed in ``baselines``; dipkd when configured under
-    ``methods``)."""
-    configured = set(params.get("baselines", [])) | (
+    """The columns of Figures 4-5: params.yaml's ``figures.methods`` (the paper's: student,
+    MGD, FGD, IFKD, DIPKD), keeping those the matrix trains: ``student``/``teacher``, the
+    KD methods listed in ``baselines``, ``dipkd`` when configured under ``methods``. The
+    ones left out are printed."""
+    trained = {"student", "teacher", *params.get("baselines", [])} | (
         {"dipkd"} if "dipkd" in params.get("methods", {}) else set())
-    return ["student", *[m for m in FIGURE_METHODS if m in configured]]
+    wanted = list(params.get("figures", {}).get("methods", ["student", "dipkd"]))
+    left_out = [m for m in wanted if m not in trained]
+    if left_out:
+        print(f"[dipkd] figures: {', '.join(left_out)} not trained by this matrix (not in "
+              "baselines): column left out", flush=True)
+    return [m for m in wanted if m in trained]
 
 
 def model_spec(params: dict, name: str, dataset: str, detector: str,

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .common import atomic_write
+from .common import TABLES_DIR, atomic_write
 
 DASH = "-"
 
@@ -139,7 +139,7 @@ def _tex(text: str) -> str:
 
 
 def write_table(name: str, title: str, head: str, rows: list[Row], metrics, *,
-                group_by=(), notes=(), out_dir: Path = Path("reports")) -> None:
+                group_by=(), notes=(), out_dir: Path = TABLES_DIR) -> None:
     """Write ``<name>.md``, ``<name>.tex`` and ``<name>.csv`` into ``out_dir``."""
     metrics = list(metrics)
     md_df = display_frame(rows, metrics, lambda s: f"**{s}**", group_by)

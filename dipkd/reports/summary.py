@@ -31,7 +31,7 @@ def _find(rows: list[Row], **labels) -> Row | None:
 
 def summarize(params: dict, table1_rows: list[Row], table2_rows: list[Row]) -> dict:
     """The summary dict (percentages rounded to 0.01)."""
-    from .table1 import ROW_LABELS
+    from .tables.table1 import ROW_LABELS
     from ..kd.methods import display_name
 
     depth = params["roles"]["student"]["depth"]

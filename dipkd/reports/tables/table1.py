@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config.params import distill_spec, run_spec
-from ..evaluation.coco_eval import TABLE1_METRICS
-from ..models.detectors import display_name as detector_display_name
-from .common import PaperTable, paper_values, read_seeds
-from .deltas import delta_vs_student
-from .render import Row, write_table
+from ...config.params import distill_spec, run_spec
+from ...evaluation.coco_eval import TABLE1_METRICS
+from ...models.detectors import display_name as detector_display_name
+from ..common import PaperTable, TABLES_DIR, paper_values, read_seeds
+from ..deltas import delta_vs_student
+from ..render import Row, write_table
 
 ROW_LABELS = {"teacher": "ResNet{depth}(tea)", "student": "ResNet{depth}(stu)",
               "distilled/dipkd": "ours: ResNet{depth} + DIPKD",
@@ -60,7 +60,7 @@ def collect(params: dict, metrics_dir: Path = Path("metrics")) -> list[Row]:
     return rows
 
 
-def write_table1(rows: list[Row], head: str, out_dir: Path = Path("reports")) -> None:
+def write_table1(rows: list[Row], head: str, out_dir: Path = TABLES_DIR) -> None:
     write_table("table1", TITLE, head, rows, TABLE1_METRICS,
                 group_by=("Dataset", "Detector"), out_dir=out_dir)
 
@@ -71,5 +71,5 @@ def runs(params: dict) -> list:
 
 
 TABLE = PaperTable("table1", runs, collect,
-                   lambda rows, head, params, out_dir=Path("reports"):
+                   lambda rows, head, params, out_dir=TABLES_DIR:
                    write_table1(rows, head, out_dir))

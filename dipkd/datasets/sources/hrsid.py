@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .coco_layout import ImageRecord, write_coco_dataset
-from .real import DatasetError, check_box, compare_with_published, image_size
+from ..coco_layout import ImageRecord, write_coco_dataset
+from ..real import DataSource, DatasetError, check_box, compare_with_published, image_size
 
 SPLIT_FILES = {"train": "train2017.json", "test": "test2017.json"}
 
@@ -104,3 +104,7 @@ def convert_hrsid(root, out_dir) -> dict:
     return write_coco_dataset(out_dir, splits, extra_summary={
         "source": "hrsid", "warnings": notes,
         "area_fallbacks": {split: n for split, (_, n) in read.items()}})
+
+
+SOURCE = DataSource("hrsid", lambda root, out_dir, options: convert_hrsid(root, out_dir),
+                    published={"images": 5604, "ships": 16951}, stand_in="hrsid-like")

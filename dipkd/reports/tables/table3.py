@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config.params import SWITCHES, distill_spec, parse_switches, switches_name
-from ..models.detectors import display_name as detector_display_name
-from .common import PaperTable, paper_values, read_seeds
-from .render import Row, write_table
-from .deltas import delta_vs_student
+from ...config.params import SWITCHES, distill_spec, parse_switches, switches_name
+from ...models.detectors import display_name as detector_display_name
+from ..common import PaperTable, TABLES_DIR, paper_values, read_seeds
+from ..render import Row, write_table
+from ..deltas import delta_vs_student
 from .table1 import specs_for
 
 METRICS = ("mAP", "APs", "APm", "APl")
@@ -62,7 +62,7 @@ def collect(params: dict, metrics_dir: Path = Path("metrics")) -> list[Row]:
 
 
 def write_table3(rows: list[Row], head: str, params: dict,
-                 out_dir: Path = Path("reports")) -> None:
+                 out_dir: Path = TABLES_DIR) -> None:
     ab = params["ablation"]
     title = TITLE.format(detector=detector_display_name(ab["detector"]),
                          dataset=ab["dataset"].upper())

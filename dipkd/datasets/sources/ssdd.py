@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .coco_layout import ImageRecord, write_coco_dataset
-from .real import DatasetError, check_box, compare_with_published, image_size
+from ..coco_layout import ImageRecord, write_coco_dataset
+from ..real import DataSource, DatasetError, check_box, compare_with_published, image_size
 
 
 def is_test(number: int) -> bool:
@@ -135,3 +135,11 @@ def convert_ssdd(root, out_dir, variant: str = "BBox_SSDD") -> dict:
     notes = compare_with_published("ssdd", splits)
     return write_coco_dataset(out_dir, splits, extra_summary={
         "source": "ssdd", "variant": variant, **agreement, "warnings": notes})
+
+
+def _convert(root: Path, out_dir: Path, options: dict) -> dict:
+    return convert_ssdd(root, out_dir, options.get("variant", "BBox_SSDD"))
+
+
+SOURCE = DataSource("ssdd", _convert, published={"images": 1160, "ships": 2456},
+                    stand_in="ssdd-like")

@@ -1,19 +1,31 @@
-"""The paper's tables, in order: each is one module with the same small interface
-(:class:`dipkd.reports.common.PaperTable`: its runs, its rows, its writer), and the
-``tables`` stage (``pipeline/make_tables.py``) loops over :data:`TABLES`. A new table is one
-module exposing a ``TABLE`` and one entry here (and its published values in
-``paper_values.yaml``). The MLflow ``tables`` tag of each run comes from the same run lists
-(:func:`tag_runs`, called by the stage)."""
+"""The paper's tables: a plugin folder (:mod:`dipkd.plugins`). Each module here defines one
+or more tables with the same small interface (:class:`dipkd.reports.common.PaperTable`:
+its name, its runs, its rows, its writer) as module-level objects; :data:`TABLES` holds all
+of them in the order of their names (table1, table2, ..., table10), and the ``tables`` stage
+(``pipeline/make_tables.py``) writes each into ``reports/tables/`` (the stage's one output
+directory). A new table is one module here (and its published values in
+``dipkd/reports/paper_values.yaml``). The MLflow ``tables`` tag of each run comes from the
+same run lists (:func:`tag_runs`, called by the stage)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from .sensitivity import TABLE4, TABLE5
-from .table1 import TABLE as TABLE1
-from .table2 import TABLE as TABLE2
-from .table3 import TABLE as TABLE3
+from ...plugins import import_submodules
+from ..common import PaperTable
 
-TABLES = (TABLE1, TABLE2, TABLE3, TABLE4, TABLE5)
+
+def _in_order(tables) -> tuple[PaperTable, ...]:
+    found = {id(t): t for t in tables}.values()
+    names = [t.name for t in found]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two tables share a name: {sorted(names)}")
+    return tuple(sorted(found, key=lambda t: [int(p) if p.isdigit() else p
+                                              for p in re.split(r"(\d+)", t.name)]))
+
+
+TABLES = _in_order(value for module in import_submodules(__name__)
+                   for value in vars(module).values() if isinstance(value, PaperTable))
 
 
 def readers(params: dict) -> dict[str, list[str]]:
@@ -39,8 +51,8 @@ def tag_runs(params: dict) -> int:
     another store, its evaluation run). Returns how many runs were tagged."""
     import mlflow
 
-    from ..config.params import experiment_name
-    from ..tracking import ensure_experiment
+    from ...config.params import experiment_name
+    from ...tracking import ensure_experiment
     by_path = readers(params)
     client, tagged, token = mlflow.tracking.MlflowClient(), 0, None
     experiment = ensure_experiment(experiment_name(params))

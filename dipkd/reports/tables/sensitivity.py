@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config.params import distill_spec
-from ..models.detectors import display_name as detector_display_name
-from .common import PaperTable, paper_values, read_seeds
-from .render import Row, write_table
-from .deltas import delta_vs_student
+from ...config.params import distill_spec
+from ...models.detectors import display_name as detector_display_name
+from ..common import PaperTable, TABLES_DIR, paper_values, read_seeds
+from ..render import Row, write_table
+from ..deltas import delta_vs_student
 from .table1 import specs_for
 
 METRICS = ("mAP", "mAR")
@@ -59,7 +59,7 @@ def collect(params: dict, key: str, metrics_dir: Path = Path("metrics")) -> list
 
 
 def write_sensitivity(rows: list[Row], key: str, head: str, params: dict,
-                      out_dir: Path = Path("reports")) -> None:
+                      out_dir: Path = TABLES_DIR) -> None:
     ab = params["ablation"]
     name, title = TABLES[key]
     title += (f", {detector_display_name(ab['detector'])} ResNet50 -> ResNet18 "
@@ -77,7 +77,7 @@ def _table(key: str) -> PaperTable:
     return PaperTable(
         TABLES[key][0], lambda params: runs(params, key),
         lambda params, metrics_dir=Path("metrics"): collect(params, key, metrics_dir),
-        lambda rows, head, params, out_dir=Path("reports"):
+        lambda rows, head, params, out_dir=TABLES_DIR:
         write_sensitivity(rows, key, head, params, out_dir))
 
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..kd.methods import display_name, method_class
-from ..models.detectors import display_name as detector_display_name
-from .common import PaperTable, paper_values, read_seeds
-from .render import Row, write_table
-from .deltas import delta_vs_student
+from ...kd.methods import display_name, method_class
+from ...models.detectors import display_name as detector_display_name
+from ..common import PaperTable, TABLES_DIR, paper_values, read_seeds
+from ..render import Row, write_table
+from ..deltas import delta_vs_student
 from .table1 import specs_for
 
 PAPER_ORDER = ("SSDD mAP", "SSDD AP50", "HRSID mAP", "HRSID AP50")
@@ -76,7 +76,7 @@ def collect(params: dict, metrics_dir: Path = Path("metrics")) -> list[Row]:
 
 
 def write_table2(rows: list[Row], head: str, params: dict,
-                 out_dir: Path = Path("reports")) -> None:
+                 out_dir: Path = TABLES_DIR) -> None:
     det = params["baseline_detector"]
     star = "\\*"  # a literal asterisk in Markdown
     notes = [f"{star * len(_mark(params, m))} {display_name(m, params)}: "
