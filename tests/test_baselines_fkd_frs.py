@@ -148,7 +148,7 @@ def test_fkd_identical_features_have_finite_gradients():
 def test_frs_by_hand():
     loss = FRSLoss(feat_weight=1.0, cls_weight=1.0, student_channels=1, teacher_channels=1,
                    num_levels=1)
-    _identity_3x3(loss.adaptation[0])
+    _identity_3x3(loss.adapter[0])
     s, t = torch.tensor([[[[1.0, 1.0]]]]), torch.tensor([[[[0.0, 3.0]]]])
     # teacher probabilities of 2 score channels (anchors x classes): [0.5, 0.75], [0.25, 0.5]
     y_t = torch.tensor([[[[0.0, math.log(3)]], [[-math.log(3), 0.0]]]])
@@ -180,7 +180,7 @@ def test_frs_matches_a_plain_rederivation_on_two_levels():
         p_t = 1 / (1 + torch.exp(-y_t[lv]))
         p_s = 1 / (1 + torch.exp(-y_s[lv]))
         score = p_t.max(dim=1, keepdim=True).values
-        adapted = loss.adaptation[lv](s[lv]).detach()
+        adapted = loss.adapter[lv](s[lv]).detach()
         feat += float(((t[lv] - adapted) ** 2 * score).sum() / score.sum())
         bce = -(p_t * torch.log(p_s) + (1 - p_t) * torch.log(1 - p_s))
         cls += float((bce * score).sum() / score.sum())
@@ -206,7 +206,7 @@ def test_frs_gradients_reach_only_the_student_and_empty_images_are_finite():
     total.backward()
     assert all(x.grad is not None and x.grad.abs().sum() > 0 for x in s + y_s)
     assert all(x.grad is None for x in t + y_t)
-    assert loss.adaptation[0].weight.grad.abs().sum() > 0
+    assert loss.adapter[0].weight.grad.abs().sum() > 0
 
 
 def test_frs_needs_the_teacher_head():

@@ -66,8 +66,7 @@ import torch
 from torch import nn
 from mmdet.registry import MODELS
 
-from ..kd.adapter import build_adapter
-from ..kd.methods import KDMethod
+from ..kd.feature_kd import FeatureKDLoss
 
 
 def _tensor(boxes):
@@ -104,8 +103,16 @@ def scale_levels(boxes: torch.Tensor, batch_input_shape, num_levels: int = 5) ->
 MASK_RULES = ("scale", "iou")
 
 
+def _released_adapter(student_channels: int, teacher_channels: int) -> nn.Conv2d:
+    """ARSD's released adapter: a 1x1 conv, weight N(0, 0.01), bias 0."""
+    conv = nn.Conv2d(student_channels, teacher_channels, kernel_size=1)
+    nn.init.normal_(conv.weight, std=0.01)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
 @MODELS.register_module()
-class ARSDLoss(KDMethod, nn.Module):
+class ARSDLoss(FeatureKDLoss):
     method = "arsd"
     display_name = "ARSD"
     venue = "TGRS22"
@@ -120,7 +127,8 @@ class ARSDLoss(KDMethod, nn.Module):
                  iou_ratio: float = 0.5, pos_iou_thr: float = 0.5, area_weighting: bool = False,
                  always_adapt: bool = True, target_stds=(1.0, 1.0, 1.0, 1.0),
                  student_channels: int = 256, teacher_channels: int = 256):
-        super().__init__()
+        super().__init__(student_channels, teacher_channels, adapter=(
+            _released_adapter(student_channels, teacher_channels) if always_adapt else None))
         if mask_rule not in MASK_RULES:
             raise ValueError(f"mask_rule must be one of {MASK_RULES}, got {mask_rule!r}")
         if not 0.0 <= iou_ratio < 1.0:
@@ -131,12 +139,6 @@ class ARSDLoss(KDMethod, nn.Module):
         self.giou_weight, self.iou_ratio, self.pos_iou_thr = giou_weight, iou_ratio, pos_iou_thr
         self.area_weighting = area_weighting
         self.target_stds = tuple(float(s) for s in target_stds)
-        if always_adapt:
-            self.adapter = nn.Conv2d(student_channels, teacher_channels, kernel_size=1)
-            nn.init.normal_(self.adapter.weight, std=0.01)
-            nn.init.zeros_(self.adapter.bias)
-        else:
-            self.adapter = build_adapter(student_channels, teacher_channels)
 
     # ------------------------------------------------------------------ masks
     def _area_weight(self, gt: torch.Tensor, batch_input_shape) -> torch.Tensor:
@@ -218,7 +220,7 @@ class ARSDLoss(KDMethod, nn.Module):
         shapes = [tuple(f.shape[-2:]) for f in student_feats]
         levels = list(range(len(shapes))) if fpn_levels is None else list(fpn_levels)
         anchors = level_anchors(prior_generator, shapes, levels, device)
-        boxes = [s.gt_instances.bboxes for s in data_samples]
+        boxes = self.gt_boxes(data_samples)
         if self.mask_rule == "scale":
             total = getattr(prior_generator, "num_levels", 5)
             masks, weights = self.scale_masks(boxes, shapes, levels, batch_input_shape,
@@ -228,8 +230,8 @@ class ARSDLoss(KDMethod, nn.Module):
         norm = max(1.0, 2.0 * float(sum(m.sum() for m in masks)))
 
         feat = student_feats[0].new_zeros(())
-        for fs, ft, weight in zip(student_feats, teacher_feats, weights):
-            feat = feat + (weight * (self.adapter(fs) - ft.detach()) ** 2).sum()
+        for (_, fs, ft), weight in zip(self.level_pairs(student_feats, teacher_feats), weights):
+            feat = feat + (weight * (fs - ft) ** 2).sum()
         losses = {"loss_arsd_feat": self.imitation_weight * feat / norm}
 
         if student_cls_scores is not None and teacher_cls_scores is not None:

@@ -42,8 +42,8 @@ import torch
 from torch import nn
 from mmdet.registry import MODELS
 
+from ..kd.feature_kd import FeatureKDLoss
 from ..kd.masks import target_masks
-from ..kd.methods import KDMethod
 
 PROJECTIONS = ("defeat", "fgd")
 
@@ -85,7 +85,7 @@ def _stride(prior_generator, level: int, feat_shape, batch_input_shape):
 
 
 @MODELS.register_module()
-class DeFeatLoss(KDMethod, nn.Module):
+class DeFeatLoss(FeatureKDLoss):
     method = "defeat"
     display_name = "DeFeat"
     venue = "CVPR21"
@@ -96,14 +96,14 @@ class DeFeatLoss(KDMethod, nn.Module):
     def __init__(self, weight_fg: float = 3.0, weight_bg: float = 12.0,
                  projection: str = "defeat", always_adapt: bool = True,
                  student_channels: int = 256, teacher_channels: int = 256, num_levels: int = 5):
-        super().__init__()
         if projection not in PROJECTIONS:
             raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
-        self.weight_fg, self.weight_bg, self.projection = weight_fg, weight_bg, projection
-        self.always_adapt = always_adapt or student_channels != teacher_channels
-        self.adapter = nn.ModuleList(
+        adapt = always_adapt or student_channels != teacher_channels
+        super().__init__(student_channels, teacher_channels, num_levels, adapter=nn.ModuleList(
             nn.Conv2d(student_channels, teacher_channels, kernel_size=3, padding=1)
-            if self.always_adapt else nn.Identity() for _ in range(num_levels))
+            if adapt else nn.Identity() for _ in range(num_levels)))
+        self.weight_fg, self.weight_bg, self.projection = weight_fg, weight_bg, projection
+        self.always_adapt = adapt
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -116,16 +116,12 @@ class DeFeatLoss(KDMethod, nn.Module):
     def forward(self, student_feats, teacher_feats, data_samples, batch_input_shape,
                 student_cls_scores=None, prior_generator=None, fpn_levels=None,
                 **_context) -> dict:
-        if len(student_feats) > len(self.adapter):
-            raise ValueError(f"{len(student_feats)} FPN levels but the loss was built for "
-                             f"num_levels={len(self.adapter)}")
         levels = list(range(len(student_feats))) if fpn_levels is None else list(fpn_levels)
         total = (prior_generator.num_levels if hasattr(prior_generator, "num_levels")
                  else max(levels) + 1)
-        boxes = [s.gt_instances.bboxes for s in data_samples]
+        boxes = self.gt_boxes(data_samples)
         fg = bg = student_feats[0].new_zeros(())
-        for k, (fs, ft) in enumerate(zip(student_feats, teacher_feats)):
-            fs, ft = self.adapter[k](fs), ft.detach()
+        for k, fs, ft in self.level_pairs(student_feats, teacher_feats):
             shape = tuple(fs.shape[-2:])
             if self.projection == "defeat":
                 stride = _stride(prior_generator, levels[k], shape, batch_input_shape)

@@ -33,10 +33,9 @@ import torch
 from torch import nn
 from mmdet.registry import MODELS
 
-from ..kd.adapter import build_adapter
 from ..kd.attention import channel_attention, spatial_attention
+from ..kd.feature_kd import FeatureKDLoss
 from ..kd.masks import target_masks
-from ..kd.methods import KDMethod
 
 
 class _GlobalContext(nn.Module):
@@ -64,7 +63,7 @@ class _GlobalContext(nn.Module):
 
 
 @MODELS.register_module()
-class FGDLoss(KDMethod, nn.Module):
+class FGDLoss(FeatureKDLoss):
     method = "fgd"
     display_name = "FGD"
     venue = "CVPR22"
@@ -73,10 +72,9 @@ class FGDLoss(KDMethod, nn.Module):
     def __init__(self, temp: float = 0.5, alpha: float = 5e-5, beta: float = 2.5e-5,
                  gamma: float = 5e-5, lambda_: float = 5e-7, student_channels: int = 256,
                  teacher_channels: int = 256, num_levels: int = 5):
-        super().__init__()
+        super().__init__(student_channels, teacher_channels, num_levels)
         self.temp, self.alpha, self.beta, self.gamma, self.lambda_ = (temp, alpha, beta,
                                                                       gamma, lambda_)
-        self.adapter = build_adapter(student_channels, teacher_channels)
         self.gc_student = nn.ModuleList(_GlobalContext(teacher_channels)
                                         for _ in range(num_levels))
         self.gc_teacher = nn.ModuleList(_GlobalContext(teacher_channels)
@@ -88,14 +86,10 @@ class FGDLoss(KDMethod, nn.Module):
 
     def forward(self, student_feats, teacher_feats, data_samples, batch_input_shape,
                 student_cls_scores=None, **_context) -> dict:
-        if len(student_feats) > len(self.gc_student):
-            raise ValueError(f"{len(student_feats)} FPN levels but the loss was built for "
-                             f"num_levels={len(self.gc_student)}")
-        boxes = [s.gt_instances.bboxes for s in data_samples]
+        boxes = self.gt_boxes(data_samples)
         n = student_feats[0].shape[0]
         fg = bg = att = glob = student_feats[0].new_zeros(())
-        for level, (fs, ft) in enumerate(zip(student_feats, teacher_feats)):
-            fs, ft = self.adapter(fs), ft.detach()
+        for level, fs, ft in self.level_pairs(student_feats, teacher_feats):
             s_t, c_t = spatial_attention(ft, self.temp), channel_attention(ft, self.temp)
             s_s, c_s = spatial_attention(fs, self.temp), channel_attention(fs, self.temp)
             tar, scale = target_masks(boxes, batch_input_shape, fs.shape[-2:])

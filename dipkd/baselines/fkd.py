@@ -47,9 +47,8 @@ import torch.nn.functional as F
 from torch import nn
 from mmdet.registry import MODELS
 
-from ..kd.adapter import build_adapter
 from ..kd.attention import channel_attention, spatial_attention
-from ..kd.methods import KDMethod
+from ..kd.feature_kd import FeatureKDLoss
 
 
 class _NonLocal(nn.Module):
@@ -90,7 +89,7 @@ def _level_setting(values, level):
 
 
 @MODELS.register_module()
-class FKDLoss(KDMethod, nn.Module):
+class FKDLoss(FeatureKDLoss):
     method = "fkd"
     display_name = "FKD"
     venue = "ICLR21"
@@ -102,14 +101,13 @@ class FKDLoss(KDMethod, nn.Module):
                  nonlocal_weight: float = 7e-5, student_channels: int = 256,
                  teacher_channels: int = 256, num_levels: int = 5,
                  nonlocal_reduction=(4, 4, 2, 2, 2), nonlocal_stride=(8, 4, 2, 2, 2)):
-        super().__init__()
+        super().__init__(student_channels, teacher_channels, num_levels)   # channel match only
         if temp <= 0:
             raise ValueError(f"temp must be > 0, got {temp}")
         self.temp = temp
         self.mask_weight, self.channel_weight = mask_weight, channel_weight
         self.spatial_weight, self.nonlocal_weight = spatial_weight, nonlocal_weight
         c = teacher_channels
-        self.adapter = build_adapter(student_channels, teacher_channels)   # channel match only
         self.feat_adaptation = nn.ModuleList(nn.Conv2d(c, c, 1) for _ in range(num_levels))
         blocks = [(max(1, c // _level_setting(nonlocal_reduction, lv)),
                    int(_level_setting(nonlocal_stride, lv))) for lv in range(num_levels)]
@@ -123,12 +121,8 @@ class FKDLoss(KDMethod, nn.Module):
 
     def forward(self, student_feats, teacher_feats, data_samples=None, batch_input_shape=None,
                 **_context) -> dict:
-        if len(student_feats) > len(self.feat_adaptation):
-            raise ValueError(f"{len(student_feats)} FPN levels but the loss was built for "
-                             f"num_levels={len(self.feat_adaptation)}")
         mask = spatial = channel = nonlocal_ = student_feats[0].new_zeros(())
-        for level, (fs, ft) in enumerate(zip(student_feats, teacher_feats)):
-            fs, ft = self.adapter(fs), ft.detach()
+        for level, fs, ft in self.level_pairs(student_feats, teacher_feats):
             with torch.no_grad():
                 both = fs.detach().abs() + ft.abs()
                 m_s = spatial_attention(both, self.temp)     # HW softmax((g^s_S + g^s_T)/T)

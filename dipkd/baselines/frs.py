@@ -36,11 +36,11 @@ import torch.nn.functional as F
 from torch import nn
 from mmdet.registry import MODELS
 
-from ..kd.methods import KDMethod
+from ..kd.feature_kd import FeatureKDLoss
 
 
 @MODELS.register_module()
-class FRSLoss(KDMethod, nn.Module):
+class FRSLoss(FeatureKDLoss):
     method = "frs"
     display_name = "FRS"
     venue = "NeurIPS21"
@@ -52,27 +52,23 @@ class FRSLoss(KDMethod, nn.Module):
 
     def __init__(self, feat_weight: float = 0.002, cls_weight: float = 0.1,
                  student_channels: int = 256, teacher_channels: int = 256, num_levels: int = 5):
-        super().__init__()
-        self.feat_weight, self.cls_weight = feat_weight, cls_weight
-        self.adaptation = nn.ModuleList(
+        super().__init__(student_channels, teacher_channels, num_levels, adapter=nn.ModuleList(
             nn.Conv2d(student_channels, teacher_channels, 3, padding=1)
-            for _ in range(num_levels))
+            for _ in range(num_levels)))
+        self.feat_weight, self.cls_weight = feat_weight, cls_weight
 
     def forward(self, student_feats, teacher_feats, data_samples=None, batch_input_shape=None,
                 student_cls_scores=None, teacher_cls_scores=None, **_context) -> dict:
         if student_cls_scores is None or teacher_cls_scores is None:
             raise ValueError("FRSLoss needs the student's and the teacher's dense-head "
                              "classification scores (student_cls_scores, teacher_cls_scores)")
-        if len(student_feats) > len(self.adaptation):
-            raise ValueError(f"{len(student_feats)} FPN levels but the loss was built for "
-                             f"num_levels={len(self.adaptation)}")
         feat = cls = student_feats[0].new_zeros(())
-        for level, (fs, ft, ys, yt) in enumerate(zip(student_feats, teacher_feats,
-                                                     student_cls_scores, teacher_cls_scores)):
-            ft, p_t = ft.detach(), torch.sigmoid(yt.detach())
+        for (_, fs, ft), ys, yt in zip(self.level_pairs(student_feats, teacher_feats),
+                                       student_cls_scores, teacher_cls_scores):
+            p_t = torch.sigmoid(yt.detach())
             score = p_t.amax(dim=1, keepdim=True)                       # N, 1, H, W
             norm = score.sum().clamp(min=torch.finfo(score.dtype).tiny)
-            sq = (ft - self.adaptation[level](fs)) ** 2
+            sq = (ft - fs) ** 2
             feat = feat + (sq * score).sum() / norm
             bce = F.binary_cross_entropy_with_logits(ys, p_t, reduction="none")
             cls = cls + (bce * score).sum() / norm

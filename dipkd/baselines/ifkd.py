@@ -59,9 +59,8 @@ import torch.nn.functional as F
 from torch import nn
 from mmdet.registry import MODELS
 
-from ..kd.adapter import build_adapter
+from ..kd.feature_kd import FeatureKDLoss
 from ..kd.masks import target_masks
-from ..kd.methods import KDMethod
 
 
 def low_frequency_mask(h: int, w: int, ratio: float, device=None) -> torch.Tensor:
@@ -96,7 +95,7 @@ def poincare_distance(a: torch.Tensor, b: torch.Tensor, c: float = 1.0) -> torch
 
 
 @MODELS.register_module()
-class IFKDLoss(KDMethod, nn.Module):
+class IFKDLoss(FeatureKDLoss):
     method = "ifkd"
     display_name = "IFKD"
     venue = "ACMMM24"
@@ -109,7 +108,9 @@ class IFKDLoss(KDMethod, nn.Module):
                  fdr_levels=(0, 1), low_freq_ratio: float = 0.1, fdr_prob: float = 0.5,
                  curvature: float = 1.0, always_adapt: bool = True,
                  student_channels: int = 256, teacher_channels: int = 256):
-        super().__init__()
+        c = teacher_channels
+        super().__init__(student_channels, c, adapter=(
+            nn.Conv2d(student_channels, c, 3, padding=1) if always_adapt else None))
         if not 0.0 <= fdr_prob <= 1.0:
             raise ValueError(f"fdr_prob must be in [0, 1], got {fdr_prob}")
         if curvature <= 0:
@@ -117,9 +118,6 @@ class IFKDLoss(KDMethod, nn.Module):
         self.feat_weight, self.cls_weight = feat_weight, cls_weight
         self.fdr_levels = tuple(int(x) for x in fdr_levels)
         self.low_freq_ratio, self.fdr_prob, self.curvature = low_freq_ratio, fdr_prob, curvature
-        c = teacher_channels
-        self.adapter = (nn.Conv2d(student_channels, c, 3, padding=1) if always_adapt
-                        else build_adapter(student_channels, c))
         self.complex_weight = nn.Parameter(torch.randn(c, 2) * 0.02)
         self.generation = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True),
                                         nn.Conv2d(c, c, 3, padding=1))
@@ -143,11 +141,11 @@ class IFKDLoss(KDMethod, nn.Module):
                 **_context) -> dict:
         if student_cls_scores is None or teacher_cls_scores is None:
             raise ValueError("IFKD needs the student's and teacher's dense-head scores")
-        boxes = [s.gt_instances.bboxes for s in data_samples]
+        boxes = self.gt_boxes(data_samples)
         feat = cls = student_feats[0].new_zeros(())
-        for level, (fs, ft, zs, zt) in enumerate(zip(student_feats, teacher_feats,
-                                                     student_cls_scores, teacher_cls_scores)):
-            fs, ft, zt = self.adapter(fs), ft.detach(), zt.detach()
+        for (level, fs, ft), zs, zt in zip(self.level_pairs(student_feats, teacher_feats),
+                                           student_cls_scores, teacher_cls_scores):
+            zt = zt.detach()
             hsm = poincare_distance(fs, ft, self.curvature)                  # (N, H, W)
             norm = hsm.sum().clamp_min(1e-12)
             # fdr_levels are FPN indices: level k of the input is FPN level fpn_levels[k]

@@ -28,12 +28,11 @@ import torch
 from torch import nn
 from mmdet.registry import MODELS
 
-from ..kd.adapter import build_adapter
-from ..kd.methods import KDMethod
+from ..kd.feature_kd import FeatureKDLoss
 
 
 @MODELS.register_module()
-class MGDLoss(KDMethod, nn.Module):
+class MGDLoss(FeatureKDLoss):
     method = "mgd"
     display_name = "MGD"
     venue = "ECCV22"
@@ -41,11 +40,10 @@ class MGDLoss(KDMethod, nn.Module):
 
     def __init__(self, alpha: float = 5e-7, mask_ratio: float = 0.45,
                  student_channels: int = 256, teacher_channels: int = 256, num_levels: int = 5):
-        super().__init__()
+        super().__init__(student_channels, teacher_channels, num_levels)
         if not 0.0 <= mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
         self.alpha, self.mask_ratio = alpha, mask_ratio
-        self.adapter = build_adapter(student_channels, teacher_channels)
         c = teacher_channels
         self.generation = nn.ModuleList(
             nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True),
@@ -61,14 +59,10 @@ class MGDLoss(KDMethod, nn.Module):
     def forward(self, student_feats, teacher_feats, data_samples=None, batch_input_shape=None,
                 student_cls_scores=None, generator: torch.Generator | None = None,
                 **_context) -> dict:
-        if len(student_feats) > len(self.generation):
-            raise ValueError(f"{len(student_feats)} FPN levels but the loss was built for "
-                             f"num_levels={len(self.generation)}")
         n = student_feats[0].shape[0]
         total = student_feats[0].new_zeros(())
-        for level, (fs, ft) in enumerate(zip(student_feats, teacher_feats)):
-            fs = self.adapter(fs)
+        for level, fs, ft in self.level_pairs(student_feats, teacher_feats):
             keep = (torch.rand((fs.shape[0], 1, *fs.shape[-2:]), generator=generator,
                                device=fs.device) >= self.mask_ratio).to(fs.dtype)
-            total = total + ((self.generation[level](fs * keep) - ft.detach()) ** 2).sum()
+            total = total + ((self.generation[level](fs * keep) - ft) ** 2).sum()
         return {"loss_mgd": self.alpha * total / n}

@@ -60,10 +60,9 @@ import torch.nn.functional as F
 from torch import nn
 from mmdet.registry import MODELS
 
-from ..kd.adapter import build_adapter
 from ..kd.attention import channel_attention, spatial_attention
+from ..kd.feature_kd import FeatureKDLoss
 from ..kd.masks import target_masks
-from ..kd.methods import KDMethod
 
 OFFSETS = (-1, 0, 1)   # MAAM fuses the level below, the level itself and the level above
 
@@ -102,7 +101,7 @@ class _AdaptiveFusion(nn.Module):
 
 
 @MODELS.register_module()
-class TWALoss(KDMethod, nn.Module):
+class TWALoss(FeatureKDLoss):
     method = "twa"
     display_name = "TWA"
     venue = "TGRS24"
@@ -115,29 +114,21 @@ class TWALoss(KDMethod, nn.Module):
     def __init__(self, temp: float = 0.5, alpha: float = 5e-5, beta: float = 2.5e-5,
                  gamma: float = 5e-5, lambda_: float = 5e-7, student_channels: int = 256,
                  teacher_channels: int = 256, num_levels: int = 5):
-        super().__init__()
+        super().__init__(student_channels, teacher_channels, num_levels)
         if temp <= 0:
             raise ValueError(f"temp must be > 0, got {temp}")
         self.temp, self.alpha, self.beta, self.gamma, self.lambda_ = (temp, alpha, beta,
                                                                       gamma, lambda_)
-        self.num_levels = num_levels
-        self.adapter = build_adapter(student_channels, teacher_channels)
         self.maam = nn.ModuleList(_AdaptiveFusion(teacher_channels) for _ in range(num_levels))
 
     def forward(self, student_feats, teacher_feats, data_samples, batch_input_shape,
                 **_context) -> dict:
-        if len(student_feats) != len(teacher_feats):
-            raise ValueError(f"{len(student_feats)} student levels vs "
-                             f"{len(teacher_feats)} teacher levels")
-        if len(student_feats) > self.num_levels:
-            raise ValueError(f"got {len(student_feats)} FPN levels, built for "
-                             f"{self.num_levels}")
-        boxes = [s.gt_instances.bboxes for s in data_samples]
+        boxes = self.gt_boxes(data_samples)
         n = student_feats[0].shape[0]
-        adapted = [self.adapter(fs) for fs in student_feats]
+        pairs = list(self.level_pairs(student_feats, teacher_feats))
+        adapted = [fs for _, fs, _ in pairs]       # MAAM fuses every level of the student
         fg = bg = att = maam = student_feats[0].new_zeros(())
-        for level, (fs, ft) in enumerate(zip(adapted, teacher_feats)):
-            ft = ft.detach()
+        for level, fs, ft in pairs:
             # CPAM: compress the teacher into attention, redistribute it as imitation weights
             s_t, c_t = spatial_attention(ft, self.temp), channel_attention(ft, self.temp)
             s_s, c_s = spatial_attention(fs, self.temp), channel_attention(fs, self.temp)

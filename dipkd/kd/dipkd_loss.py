@@ -38,13 +38,12 @@ from __future__ import annotations
 from torch import nn
 from mmdet.registry import MODELS
 
-from .adapter import build_adapter
+from .feature_kd import FeatureKDLoss
 from .feature_mse import feature_mse
 from .kld import kld_level_losses, unsplit_level_loss
 from .masks import MASK_RULES
 from .rit import ResidualScoreRIT, ReverseInformationTransfer
 from .sns import WEIGHTINGS, SelectiveNoiseSuppression
-from .methods import KDMethod
 
 RIT_FORMS = ("authors", "paper")
 NO_KLD_LOSSES = ("unsplit", "mse")
@@ -63,7 +62,7 @@ def generation_block(channels: int) -> nn.Module:
 
 
 @MODELS.register_module()
-class DIPKDLoss(KDMethod, nn.Module):
+class DIPKDLoss(FeatureKDLoss):
     method = "dipkd"
     display_name = "DIPKD"
     venue = "AAAI25"
@@ -79,7 +78,7 @@ class DIPKDLoss(KDMethod, nn.Module):
                  student_channels: int = 256, teacher_channels: int = 256,
                  num_classes: int = 1, rit_kernel: int = 3, num_levels: int = 4,
                  score_channels: int = 3):
-        super().__init__()
+        super().__init__(student_channels, teacher_channels)
         if not 0.0 <= mask_rate <= 1.0:
             raise ValueError(f"mask_rate must be in [0, 1], got {mask_rate}")
         _one_of("mask_rule", mask_rule, MASK_RULES)
@@ -90,7 +89,6 @@ class DIPKDLoss(KDMethod, nn.Module):
         self.alpha, self.beta, self.gamma = alpha, beta, gamma
         self.mask_rate, self.mask_rule, self.mse_weight = mask_rate, mask_rule, mse_weight
         self.weighting, self.rit_form, self.no_kld_loss = weighting, rit_form, no_kld_loss
-        self.adapter = build_adapter(student_channels, teacher_channels)
         self.sns = SelectiveNoiseSuppression(tau, wavelet, wavelet_levels, threshold,
                                              threshold_scale)
         self.generation = (nn.ModuleList(generation_block(teacher_channels)
@@ -108,14 +106,12 @@ class DIPKDLoss(KDMethod, nn.Module):
         losses = {}
         n = student_feats[0].shape[0]
         if self.use_sns or self.use_kld:
-            boxes = [s.gt_instances.bboxes for s in data_samples]
+            boxes = self.gt_boxes(data_samples)
             if self.generation is not None and len(student_feats) > len(self.generation):
                 raise ValueError(f"DIPKD: {len(student_feats)} levels distilled but "
                                  f"{len(self.generation)} generation blocks (num_levels)")
             tar = ntar = fea = student_feats[0].new_zeros(())
-            for level, (fs, ft) in enumerate(zip(student_feats, teacher_feats)):
-                fs = self.adapter(fs)
-                ft = ft.detach()
+            for level, fs, ft in self.level_pairs(student_feats, teacher_feats):
                 attention = None
                 if self.use_sns:
                     fs, ft, attention = self.sns.purify_pair(fs, ft, self.weighting)
@@ -144,7 +140,7 @@ class DIPKDLoss(KDMethod, nn.Module):
 
 
 @MODELS.register_module()
-class FitNetLoss(KDMethod, nn.Module):
+class FitNetLoss(FeatureKDLoss):
     """FitNet / DIPKD Eq. 2: plain MSE between adapted student and teacher FPN features."""
     method = "fitnet"
     display_name = "FitNet"
@@ -153,13 +149,12 @@ class FitNetLoss(KDMethod, nn.Module):
 
     def __init__(self, weight: float = 1.0, student_channels: int = 256,
                  teacher_channels: int = 256):
-        super().__init__()
+        super().__init__(student_channels, teacher_channels)
         self.weight = weight
-        self.adapter = build_adapter(student_channels, teacher_channels)
 
     def forward(self, student_feats, teacher_feats, data_samples=None, batch_input_shape=None,
                 student_cls_scores=None, **_context) -> dict:
         total = student_feats[0].new_zeros(())
-        for fs, ft in zip(student_feats, teacher_feats):
-            total = total + feature_mse(self.adapter(fs), ft)
+        for _, fs, ft in self.level_pairs(student_feats, teacher_feats):
+            total = total + feature_mse(fs, ft)
         return {"loss_kd_mse": self.weight * total}

@@ -26,6 +26,7 @@ class KDMethod:
     venue: str = ""           # Table 2's "Ref" column, e.g. "CVPR22"
     reference: str = ""       # the work reproduced
     footnote: str = ""        # where ours differs from the published method (Table 2)
+    needs_teacher_head: bool = False   # the distiller then passes the teacher's head scores
 
 
 def kd_methods() -> dict[str, type]:
