@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from dipkd.config.params import ParamsError, load_params, run_spec, validate
@@ -178,3 +180,42 @@ def test_seeded_and_variant_run_paths(params):
         distill_spec(params, "dipkd", "ssdd", "faster_rcnn", 0, {"tau": "hot"})
     with pytest.raises(ParamsError, match="unknown dipkd parameter 'tay'"):
         distill_spec(params, "dipkd", "ssdd", "faster_rcnn", 0, {"tay": "1"})
+
+
+def test_profiles_inherit_the_papers_train_settings_and_dvc_sees_it(tmp_path):
+    """params.yaml's CPU profiles state only what differs from the paper's `train`
+    (`<<: *paper_train`); the loaded values are merged, and DVC's params dependency on a
+    derived profile changes when an inherited value of the base changes."""
+    import shutil
+    import subprocess
+
+    import yaml
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "params.yaml").read_text()
+    assert "<<: *paper_train" in text
+    params = yaml.safe_load(text)
+    paper = params["profiles"]["paper"]["train"]
+    for name in ("smoke", "mini", "study"):
+        train = params["profiles"][name]["train"]
+        assert (train["momentum"], train["weight_decay"]) == (paper["momentum"],
+                                                              paper["weight_decay"])
+    assert params["profiles"]["smoke"]["train"]["batch_size"] != paper["batch_size"]
+
+    dvc = shutil.which("dvc")
+    if dvc is None:
+        pytest.skip("dvc not on PATH")
+    shutil.copy(root / "params.yaml", tmp_path / "params.yaml")
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  s:\n    cmd: echo ${profiles.smoke.train.momentum} > out.txt\n"
+        "    params:\n      - profiles.smoke.train\n    outs:\n      - out.txt\n")
+    run = lambda *a: subprocess.run([dvc, *a], cwd=tmp_path, capture_output=True,  # noqa: E731
+                                    text=True, check=True).stdout
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    run("init", "-q")
+    run("repro", "-q")
+    assert "Data and pipelines are up to date" in run("status")
+    (tmp_path / "params.yaml").write_text(text.replace(
+        f"momentum: {paper['momentum']}", "momentum: 0.8", 1))
+    assert "profiles.smoke.train" in run("status")
+    run("repro", "-q")
+    assert (tmp_path / "out.txt").read_text().strip() == "0.8"
