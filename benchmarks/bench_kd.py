@@ -70,7 +70,7 @@ def _distiller(method: str, detector: str):
     register_all_modules()
     params = load_params("params.yaml")
     spec = run_spec(params, "student", "ssdd", detector)
-    from dipkd.config.mmdet_config import distiller_cfg
+    from dipkd.mmdet_config import distiller_cfg
     student = detector_cfg(detector, 18, False, spec.model)
     teacher = detector_cfg(detector, 50, False, spec.model)
     model = MODELS.build(ConfigDict(distiller_cfg(student, teacher, method,

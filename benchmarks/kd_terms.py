@@ -140,7 +140,7 @@ def build(params, method: str, overrides: dict, dataset: str, detector: str, ckp
     draw when they are built."""
     from mmdet.registry import MODELS
 
-    from dipkd.config.mmdet_config import build_distill_config
+    from dipkd.mmdet_config import build_distill_config
     from dipkd.config.params import distill_spec, run_spec
     spec = distill_spec(params, method, dataset, detector, overrides=overrides or None)
     teacher = run_spec(params, "teacher", dataset, detector)

@@ -164,7 +164,7 @@ def build_detector(detector: str, depth: int, model_settings: dict, seed: int = 
     from mmdet.utils import register_all_modules
 
     from . import mmdet_plugins  # noqa: F401  (registries)
-    from .config.mmdet_config import CLASSES
+    from .mmdet_config import CLASSES
     from .models.detectors import detector_cfg
 
     register_all_modules()

@@ -32,7 +32,7 @@ KEPT_META = ("dataset_meta", "epoch", "iter", "seed", "mmengine_version")
 
 
 def inference_config(cfg):
-    """A copy of an mmengine ``Config`` built by :func:`dipkd.config.mmdet_config.build_config`
+    """A copy of an mmengine ``Config`` built by :func:`dipkd.mmdet_config.build_config`
     that needs nothing but mmdet: no ``custom_imports`` of dipkd, mmdet's ``CocoMetric``
     instead of our ``SARCocoMetric`` (same pycocotools evaluation, without the detections
     dump), the local visualiser only (no MLflow backend), no pretrained-weight download."""

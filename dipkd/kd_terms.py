@@ -17,7 +17,7 @@ the student.
   distiller's ``grad_norm_probe`` on (the distiller then calls :func:`term_grads` on the
   step's own losses, before anything is backpropagated) and returns the rows;
 - :class:`KDTermGradHook` (registered in mmengine's ``HOOKS``; the distillation config of
-  :func:`dipkd.config.mmdet_config.build_distill_config` adds it) switches the probe on at
+  :func:`dipkd.mmdet_config.build_distill_config` adds it) switches the probe on at
   every logging iteration of a training run and logs ``kd_grad/<term>`` (the norm) and
   ``kd_grad_ratio/<term>`` (the ratio) through the runner's visualizer, so the MLflow backend
   records them as metrics at the same step as the losses.

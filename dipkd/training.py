@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from . import launch
-from .config.mmdet_config import build_config
+from .mmdet_config import build_config
 from .config.params import RunSpec
 from .datasets.coco_layout import validate_layout
 from .export import export_model

@@ -3,7 +3,7 @@ student beside the frozen teacher (the one of ``teacher_seed``, shared by every 
 variant with ``--switches``/``--set``), export the student."""
 import torch
 
-from dipkd.config.mmdet_config import build_distill_config
+from dipkd.mmdet_config import build_distill_config
 from dipkd.config.params import distill_spec, run_spec
 from dipkd.training import train
 from pipeline._cli import DATASET, DETECTOR, SEED, SET, SWITCHES, run, variant_overrides

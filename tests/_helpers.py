@@ -31,7 +31,7 @@ def build_distiller(params, method, detector, tmp_path):
     from mmdet.utils import register_all_modules
 
     from dipkd import mmdet_plugins  # noqa: F401  (registries)
-    from dipkd.config.mmdet_config import build_distill_config
+    from dipkd.mmdet_config import build_distill_config
     from dipkd.config.params import distill_spec, run_spec
     from dipkd.models.detectors import detector_cfg
 

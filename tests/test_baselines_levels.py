@@ -352,7 +352,7 @@ def test_params_give_each_baseline_its_reference_levels(params):
     from mmdet.registry import MODELS
 
     from dipkd import mmdet_plugins  # noqa: F401  (registries)
-    from dipkd.config.mmdet_config import kd_loss_cfg
+    from dipkd.mmdet_config import kd_loss_cfg
     for method, levels in REFERENCE_LEVELS.items():
         method_params = params["methods"][method]
         assert method_params["fpn_levels"] == levels, method

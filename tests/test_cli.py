@@ -152,7 +152,7 @@ def exported(tmp_path_factory):
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
 
-    from dipkd.config.mmdet_config import build_config
+    from dipkd.mmdet_config import build_config
     from dipkd.config.params import run_spec
     from dipkd.datasets.synthetic import generate_dataset
     from dipkd.export import export_model

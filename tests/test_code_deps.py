@@ -102,5 +102,5 @@ def test_training_manifests_hold_what_the_old_lists_missed():
     assert {"dipkd/launch.py", "dipkd/tracking/mlflow_runs.py", "dipkd/evaluation/metric.py",
             "dipkd/training.py", "pipeline/train_teacher.py"} <= train
     assert "dipkd/reports/tables/table1.py" not in train and "dipkd/inference/infer.py" not in train
-    assert "dipkd/config/mmdet_config.py" in manifest(REPO, "pipeline.evaluate")
+    assert "dipkd/mmdet_config.py" in manifest(REPO, "pipeline.evaluate")
     assert "dipkd/reports/paper_values.yaml" in manifest(REPO, "pipeline.make_tables")

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from dipkd.config.mmdet_config import _milestones, build_config
+from dipkd.mmdet_config import _milestones, build_config
 from dipkd.config.params import run_spec
 from dipkd.models.detectors import detector_cfg
 

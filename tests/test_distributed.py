@@ -130,7 +130,7 @@ def test_bad_input_fails_before_launching(tmp_path, monkeypatch, params):
 
 
 def test_worker_config(params):
-    from dipkd.config.mmdet_config import build_config
+    from dipkd.mmdet_config import build_config
     from dipkd.config.params import run_spec
     cfg = build_config(run_spec(params, "student", "ssdd", "retinanet"))
     single = cfg.pretty_text
@@ -271,7 +271,7 @@ def test_two_process_cpu_training(tmp_path, params):
     assert meta["world_size"] == 2 and meta["epoch"] == 1
     assert "launcher = 'pytorch'" in meta["train_config"]
     from mmdet.apis import init_detector
-    from dipkd.config.mmdet_config import build_config
+    from dipkd.mmdet_config import build_config
     model = init_detector(build_config(spec), str(model_path), device="cpu")
     assert model.dataset_meta["classes"] == ("ship",)
     assert not (tmp_path / ".dist_test").exists()  # results collected inside the work dir

@@ -35,7 +35,7 @@ def _checkpoint(tmp_path, role, detector, params):
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
 
-    from dipkd.config.mmdet_config import build_config
+    from dipkd.mmdet_config import build_config
     from dipkd.config.params import distill_spec, run_spec
     register_all_modules()
     if role == "distilled":
@@ -83,7 +83,7 @@ def test_mmdet_tools_reproduce_our_evaluation(tmp_path, params, monkeypatch, rol
     from mmdet.apis import inference_detector, init_detector
 
     from dipkd.checkpoint import safe_load
-    from dipkd.config.mmdet_config import build_config
+    from dipkd.mmdet_config import build_config
     from dipkd.datasets.synthetic import generate_dataset
     from dipkd.evaluation.run import test_model
     from dipkd.export import config_path, export_model

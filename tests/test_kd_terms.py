@@ -154,7 +154,7 @@ def test_hook_logs_every_term_at_log_intervals(distiller):
 
 
 def test_distill_config_adds_the_hook_at_the_log_interval(params, tmp_path):
-    from dipkd.config.mmdet_config import build_distill_config
+    from dipkd.mmdet_config import build_distill_config
     from dipkd.config.params import distill_spec, run_spec
     cfg = build_distill_config(distill_spec(params, "fitnet", "ssdd", "retinanet"),
                                run_spec(params, "teacher", "ssdd", "retinanet"),

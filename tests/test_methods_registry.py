@@ -4,7 +4,7 @@ import pytest
 from mmdet.registry import MODELS
 from torch import nn
 
-from dipkd.config.mmdet_config import kd_loss_cfg
+from dipkd.mmdet_config import kd_loss_cfg
 from dipkd.config.params import ParamsError, validate
 from dipkd.kd.methods import KDMethod, display_name, kd_methods, method_class
 

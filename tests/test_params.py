@@ -11,7 +11,7 @@ def test_repository_params_are_valid(params):
 
 
 @pytest.mark.parametrize("key,value,expected", [
-    ("profile", "huge", "unknown profile 'huge'; valid: smoke, mini, study, paper"),
+    ("profile", "huge", "unknown profile 'huge'; valid: paper, smoke, mini, study"),
     ("datasets", ["ssdd", "dota"], "unknown dataset 'dota'; valid: ssdd, hrsid"),
     ("detectors", ["yolo"], "unknown detector 'yolo'; valid: faster_rcnn, retinanet"),
 ])
@@ -219,3 +219,19 @@ def test_profiles_inherit_the_papers_train_settings_and_dvc_sees_it(tmp_path):
     assert "profiles.smoke.train" in run("status")
     run("repro", "-q")
     assert (tmp_path / "out.txt").read_text().strip() == "0.8"
+
+
+def test_config_is_the_lowest_layer():
+    """dipkd.config imports no framework and no project module above it: only the
+    plain-data registries of detectors and data sources (a fresh interpreter)."""
+    import subprocess
+    import sys
+    check = ("import sys, dipkd.config.params\n"
+             "mods = sorted(m for m in sys.modules if m.startswith('dipkd'))\n"
+             "heavy = [m for m in ('torch', 'mmdet', 'mmengine', 'mlflow') if m in sys.modules]\n"
+             "print(mods, heavy)\n"
+             "allowed = ('dipkd.config', 'dipkd.datasets', 'dipkd.models', 'dipkd.plugins')\n"
+             "assert not heavy and all(m == 'dipkd' or m.startswith(allowed) for m in mods)\n")
+    proc = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stdout + proc.stderr

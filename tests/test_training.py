@@ -66,7 +66,7 @@ def test_train_evaluate_and_track(tmp_path, params):
 
     # the exported model is a plain mmdet checkpoint: mmdet's own loader takes it
     from mmdet.apis import init_detector
-    from dipkd.config.mmdet_config import build_config
+    from dipkd.mmdet_config import build_config
     from dipkd.config.params import load_params, run_spec
     cfg = build_config(run_spec(load_params(ws / "params.yaml"), "student", "ssdd",
                                 "retinanet"))

@@ -1,1 +1,3 @@
-"""Reading params.yaml and turning it into mmdet/mmengine configs."""
+"""Reading and validating params.yaml (the lowest layer: it imports only the plain-data
+registries of detectors and data sources; the mmdet config of a run is built by
+:mod:`dipkd.mmdet_config`)."""

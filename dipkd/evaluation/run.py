@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import safe_load
-from ..config.mmdet_config import build_config
+from ..mmdet_config import build_config
 from ..config.params import RunSpec
 from ..datasets.coco_layout import validate_layout
 from .coco_eval import METRIC_NAMES, write_metrics_json

@@ -2,7 +2,7 @@
 mmdet, running it on test images, the figure grid and the atomic PNG write.
 
 Models are the pipeline's plain mmdet checkpoints at ``spec.model_path``; their configs come
-from :func:`dipkd.config.mmdet_config.build_config`, so inference uses exactly the test
+from :func:`dipkd.mmdet_config.build_config`, so inference uses exactly the test
 pipeline of the evaluation (same resize, same normalisation, same test_cfg).
 """
 from __future__ import annotations
@@ -150,7 +150,7 @@ def load_model(params: dict, name: str, spec: RunSpec) -> LoadedModel:
     from mmdet.registry import DATASETS, MODELS
 
     from .. import mmdet_plugins  # noqa: F401  (registries, safe checkpoint loader)
-    from ..config.mmdet_config import CLASSES, build_config
+    from ..mmdet_config import CLASSES, build_config
 
     require_checkpoints(params, [spec])
     cfg = build_config(spec, deterministic=False)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from mmengine.config import Config
 
-from ..models.detectors import detector_cfg
-from .params import RunSpec
+from .config.params import RunSpec
+from .models.detectors import detector_cfg
 
 CLASSES = ("ship",)
 
@@ -136,7 +136,7 @@ def kd_loss_cfg(method: str, method_params: dict) -> dict:
     keys (:data:`DISTILLER_KEYS`). A loss with per-level blocks (a ``num_levels``
     argument) gets one per distilled level, one with a ``num_classes`` argument the
     dataset's classes."""
-    from ..kd.methods import method_class
+    from .kd.methods import method_class
     loss_type = method_class(method, {"methods": {method: method_params}}).__name__
     kd_loss = dict(type=loss_type, **{k: v for k, v in method_params.items()
                                       if k not in DISTILLER_KEYS and k != "type"})
@@ -150,7 +150,7 @@ def kd_loss_cfg(method: str, method_params: dict) -> dict:
 
 
 def _init_args(loss_type: str):
-    from .. import mmdet_plugins  # noqa: F401  (registers the KD losses)
+    from . import mmdet_plugins  # noqa: F401  (registers the KD losses)
     from mmdet.registry import MODELS
     cls = MODELS.get(loss_type)
     return inspect.signature(cls.__init__).parameters if cls is not None else {}
