@@ -9,7 +9,7 @@ from pathlib import Path
 from dipkd import device_slots, launch
 from dipkd.code_deps import record_loaded_modules
 from dipkd.checkpoint import CorruptCheckpointError, UnsafeCheckpointError
-from dipkd.config.params import (ParamsError, load_params, parse_switches, requested_processes,
+from dipkd.config.params import (ParamsError, load_params, parse_modules, requested_processes,
                                  run_spec)
 from dipkd.datasets.coco_layout import validate_layout
 from dipkd.models.pretrained import PretrainedWeightsError
@@ -59,15 +59,15 @@ DETECTOR = (("--detector",), dict(required=True))
 SEED = (("--seed",), dict(type=int, default=None,
                           help="one of params.yaml's seeds (default: the first)"))
 # A DIPKD variant run (Tables 3-5): switch combination and/or overridden method params.
-SWITCHES = (("--switches",), dict(default=None, help="Table 3 modules on, e.g. sns_rit"))
+MODULES = (("--modules",), dict(default=None, help="Table 3 modules on, e.g. sns_rit"))
 SET = (("--set",), dict(action="append", default=[], metavar="KEY=VALUE",
                         help="override one of the method's params (e.g. tau=0.75)"))
 
 
 def variant_overrides(args) -> dict:
-    """The method-param overrides of ``--switches`` / ``--set`` (values kept as given: the
+    """The method-param overrides of ``--modules`` / ``--set`` (values kept as given: the
     run's name uses them as written, as DVC writes them into stage names and paths)."""
-    overrides = parse_switches(args.switches) if args.switches else {}
+    overrides = parse_modules(args.modules) if args.modules else {}
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep or not key:

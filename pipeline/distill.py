@@ -1,12 +1,12 @@
 """DVC stages ``distill``, ``baseline``, ``ablation``, ``tau``, ``mask_rate``: train the
 student beside the frozen teacher (the one of ``teacher_seed``, shared by every seed) with a KD method (default DIPKD; a DIPKD
-variant with ``--switches``/``--set``), export the student."""
+variant with ``--modules``/``--set``), export the student."""
 import torch
 
 from dipkd.mmdet_config import build_distill_config
 from dipkd.config.params import distill_spec, run_spec
 from dipkd.training import train
-from pipeline._cli import DATASET, DETECTOR, SEED, SET, SWITCHES, run, variant_overrides
+from pipeline._cli import DATASET, DETECTOR, SEED, SET, MODULES, run, variant_overrides
 
 
 def main(params, args):
@@ -27,4 +27,4 @@ def main(params, args):
 
 if __name__ == "__main__":
     run(main, __doc__, (("--method",), dict(default="dipkd")), DATASET, DETECTOR, SEED,
-        SWITCHES, SET, scale_out=True)
+        MODULES, SET, scale_out=True)

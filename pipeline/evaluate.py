@@ -1,8 +1,8 @@
 """DVC stages ``evaluate*@...``: COCO metrics of a trained model (teacher, student, or a
-distilled student with ``--method``, and ``--switches``/``--set`` for a DIPKD variant)."""
+distilled student with ``--method``, and ``--modules``/``--set`` for a DIPKD variant)."""
 from dipkd.config.params import DISTILLED, distill_spec, run_spec
 from dipkd.evaluation.run import evaluate
-from pipeline._cli import DATASET, DETECTOR, SEED, SET, SWITCHES, run, variant_overrides
+from pipeline._cli import DATASET, DETECTOR, SEED, SET, MODULES, run, variant_overrides
 
 
 def main(params, args):
@@ -16,4 +16,4 @@ def main(params, args):
 
 if __name__ == "__main__":
     run(main, __doc__, (("--role",), dict(required=True)),
-        (("--method",), dict(default="dipkd")), DATASET, DETECTOR, SEED, SWITCHES, SET)
+        (("--method",), dict(default="dipkd")), DATASET, DETECTOR, SEED, MODULES, SET)

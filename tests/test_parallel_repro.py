@@ -198,7 +198,7 @@ def test_two_cpu_workers_train_each_run_once_and_give_the_sequential_tables(tmp_
     _shrink(params)
     params["detectors"] = ["faster_rcnn"]
     params["baselines"] = ["fgd"]
-    params["ablation"].update(combos=[], tau=[], mask_rate=[])   # rows shared with Table 1
+    params["ablation"].update(modules=[], tau=[], mask_rate=[])   # rows shared with Table 1
     workspaces = {}
     for name in ("sequential", "parallel"):
         ws = workspaces[name] = tmp_path / name

@@ -142,10 +142,10 @@ def test_seeds_must_be_distinct_non_negative_ints(params, seeds):
 
 
 @pytest.mark.parametrize("key,value,expected", [
-    ("combos", ["sns", "sns_kld_rit"], "lists 'sns_kld_rit', which is the DIPKD run"),
-    ("combos", ["none"], "lists 'none', which is the student"),
-    ("combos", ["rit_sns"], "ablation combo 'rit_sns': expected 'none' or modules"),
-    ("combos", ["sns", "sns"], "ablation.combos has duplicates"),
+    ("modules", ["sns", "sns_kld_rit"], "lists 'sns_kld_rit', which is the DIPKD run"),
+    ("modules", ["none"], "lists 'none', which is the student"),
+    ("modules", ["rit_sns"], "ablation.modules entry 'rit_sns': expected 'none' or modules"),
+    ("modules", ["sns", "sns"], "ablation.modules has duplicates"),
     ("tau", [0.25, 0.5], "ablation.tau lists 0.5, the DIPKD default"),
     ("mask_rate", [1.5], "ablation.mask_rate value 1.5 not in"),
     ("dataset", "dota", "unknown ablation dataset 'dota'"),
@@ -163,7 +163,7 @@ def test_compute_gpus_must_be_a_count(params):
 
 
 def test_seeded_and_variant_run_paths(params):
-    from dipkd.config.params import distill_spec, parse_switches
+    from dipkd.config.params import distill_spec, parse_modules
     params["seeds"] = [0, 3]
     assert str(run_spec(params, "teacher", "ssdd", "retinanet").model_path) == \
         "models/teacher/ssdd-retinanet-seed0.pth"
@@ -171,7 +171,7 @@ def test_seeded_and_variant_run_paths(params):
         run_spec(params, "teacher", "ssdd", "retinanet", 5)   # one teacher: teacher_seed
     with pytest.raises(ParamsError, match="unknown seed 5; valid: 0, 3"):
         run_spec(params, "student", "ssdd", "retinanet", 5)
-    spec = distill_spec(params, "dipkd", "ssdd", "faster_rcnn", 3, parse_switches("sns_rit"))
+    spec = distill_spec(params, "dipkd", "ssdd", "faster_rcnn", 3, parse_modules("sns_rit"))
     assert spec.variant == "sns_rit" and spec.method_params["kld"] is False
     assert str(spec.metrics_path) == "metrics/distilled/dipkd-sns_rit/ssdd-faster_rcnn-seed3.json"
     tau = distill_spec(params, "dipkd", "ssdd", "faster_rcnn", 0, {"tau": "1.0"})

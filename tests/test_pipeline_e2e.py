@@ -51,7 +51,7 @@ def _shrink(params: dict) -> None:
             entry["epochs"] = 1
     params["datasets"] = ["ssdd"]
     params["baselines"] = ["fgd", "mgd", "ifkd"]   # the KD methods of the figures
-    params["ablation"].update(combos=["rit"], tau=[1.0], mask_rate=[1.0])
+    params["ablation"].update(modules=["rit"], tau=[1.0], mask_rate=[1.0])
 
 
 def _reflink_works(directory: Path) -> bool:

@@ -34,9 +34,9 @@ def _spec(params, module, args):
     if role != "distilled":
         return run_spec(params, role, args["dataset"], args["detector"], seed)
     overrides = dict(item.split("=", 1) for item in args["set"])
-    if "switches" in args:
-        from dipkd.config.params import parse_switches
-        overrides = {**parse_switches(args["switches"]), **overrides}
+    if "modules" in args:
+        from dipkd.config.params import parse_modules
+        overrides = {**parse_modules(args["modules"]), **overrides}
     return distill_spec(params, args.get("method", "dipkd"), args["dataset"],
                         args["detector"], seed, overrides)
 

@@ -17,7 +17,7 @@ TINY = {
     "profile": "smoke", "seeds": [0, 1], "teacher_seed": 0,
     "datasets": ["ssdd"], "detectors": ["faster_rcnn"],
     "baselines": ["fitnet"], "baseline_detector": "faster_rcnn",
-    "ablation": {"dataset": "ssdd", "detector": "faster_rcnn", "combos": [], "tau": [],
+    "ablation": {"dataset": "ssdd", "detector": "faster_rcnn", "modules": [], "tau": [],
                  "mask_rate": []},
     "profiles": {"smoke": {
         "data": {"ssdd": {"image_scale": 0.25, "num_train": 4, "num_test": 3}},

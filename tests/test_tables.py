@@ -136,7 +136,7 @@ def test_table2_rows_order_bold_and_footnote(tmp_path, params):
 
 def test_table3_shares_student_and_dipkd_runs(tmp_path, params):
     ab = params["ablation"]
-    ab["combos"] = ["rit", "sns"]
+    ab["modules"] = ["rit", "sns"]
     _write(tmp_path, "student", "ssdd-faster_rcnn", {"mAP": 0.5, "APs": 0.4, "APm": 0.6,
                                                      "APl": None})
     _write(tmp_path, "distilled/dipkd", "ssdd-faster_rcnn", {m: 0.7 for m in table3.METRICS})

@@ -27,7 +27,7 @@ TEACHER_SCHEDULE_KEYS = ("epochs", "lr", "milestones")
 TRAIN_KEYS = ("batch_size", "workers", "pretrained", "warmup_iters", "log_interval",
               "val_interval", "momentum", "weight_decay")
 MODEL_KEYS = ("rpn_nms_pre", "rpn_proposals", "rcnn_samples")
-SWITCHES = ("sns", "kld", "rit")
+DIPKD_MODULES = ("sns", "kld", "rit")
 # DIPKD hyperparameters that the sensitivity tables (4, 5) vary.
 SENSITIVITY_KEYS = {"tau": "table4", "mask_rate": "table5"}
 
@@ -193,20 +193,20 @@ def validate(params: dict) -> None:
         _need(prof["data"], (ds,), f"{where}.data")
 
 
-def parse_switches(combo: str) -> dict:
+def parse_modules(modules: str) -> dict:
     """A Table-3 row name (``sns``, ``kld_rit``, ... modules joined by ``_`` in the order
     sns, kld, rit; ``none`` for no module) -> ``{"sns": bool, "kld": bool, "rit": bool}``."""
-    parts = [] if combo == "none" else str(combo).split("_")
-    if any(p not in SWITCHES for p in parts) or len(set(parts)) != len(parts) or \
-            parts != [m for m in SWITCHES if m in parts]:
-        raise ParamsError(f"ablation combo {combo!r}: expected 'none' or modules of "
-                          f"{', '.join(SWITCHES)} joined by '_' in that order (e.g. sns_rit)")
-    return {m: m in parts for m in SWITCHES}
+    parts = [] if modules == "none" else str(modules).split("_")
+    if any(p not in DIPKD_MODULES for p in parts) or len(set(parts)) != len(parts) or \
+            parts != [m for m in DIPKD_MODULES if m in parts]:
+        raise ParamsError(f"ablation.modules entry {modules!r}: expected 'none' or modules of "
+                          f"{', '.join(DIPKD_MODULES)} joined by '_' in that order (e.g. sns_rit)")
+    return {m: m in parts for m in DIPKD_MODULES}
 
 
-def switches_name(switches: dict) -> str:
-    """Inverse of :func:`parse_switches`."""
-    return "_".join(m for m in SWITCHES if switches.get(m)) or "none"
+def modules_name(on: dict) -> str:
+    """Inverse of :func:`parse_modules`."""
+    return "_".join(m for m in DIPKD_MODULES if on.get(m)) or "none"
 
 
 def _validate_ablation(params: dict) -> None:
@@ -217,21 +217,21 @@ def _validate_ablation(params: dict) -> None:
     ab = params.get("ablation")
     if ab is None:
         raise ParamsError("params.yaml: the top level lacks ablation")
-    _need(ab, ("dataset", "detector", "combos", "tau", "mask_rate"), "ablation")
+    _need(ab, ("dataset", "detector", "modules", "tau", "mask_rate"), "ablation")
     _choose("ablation dataset", ab["dataset"], params["datasets"])
     _choose("ablation detector", ab["detector"], params["detectors"])
     dipkd = params.get("methods", {}).get("dipkd")
     if dipkd is None:
         raise ParamsError("params.yaml: ablation needs methods.dipkd")
-    default = switches_name({m: dipkd.get(m, True) for m in SWITCHES})
-    for combo in ab["combos"]:
-        parse_switches(combo)
-        if combo in ("none", default):
-            raise ParamsError(f"params.yaml: ablation.combos lists {combo!r}, which is "
-                              f"{'the student' if combo == 'none' else 'the DIPKD run'}; "
+    default = modules_name({m: dipkd.get(m, True) for m in DIPKD_MODULES})
+    for modules in ab["modules"]:
+        parse_modules(modules)
+        if modules in ("none", default):
+            raise ParamsError(f"params.yaml: ablation.modules lists {modules!r}, which is "
+                              f"{'the student' if modules == 'none' else 'the DIPKD run'}; "
                               "its row is taken from that run, remove it from the list")
-    if len(set(ab["combos"])) != len(ab["combos"]):
-        raise ParamsError("params.yaml: ablation.combos has duplicates")
+    if len(set(ab["modules"])) != len(ab["modules"]):
+        raise ParamsError("params.yaml: ablation.modules has duplicates")
     for key in SENSITIVITY_KEYS:
         values = ab[key]
         if not isinstance(values, list) or len(set(values)) != len(values):
@@ -359,9 +359,9 @@ def variant_name(overrides: dict) -> str:
     combination (``sns_rit``) and/or ``<key><value>`` (``tau0.75``, ``mask_rate0.5``), values
     written as ``str()`` writes them (as DVC interpolates them into stage names and paths)."""
     parts = []
-    if any(m in overrides for m in SWITCHES):
-        parts.append(switches_name(overrides))
-    parts += [f"{k}{overrides[k]}" for k in sorted(overrides) if k not in SWITCHES]
+    if any(m in overrides for m in DIPKD_MODULES):
+        parts.append(modules_name(overrides))
+    parts += [f"{k}{overrides[k]}" for k in sorted(overrides) if k not in DIPKD_MODULES]
     return "-".join(parts)
 
 
