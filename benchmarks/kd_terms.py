@@ -21,6 +21,7 @@ this one, DIPKD with RIT as printed in the paper, next to the authors' form).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import math
 import os
@@ -175,7 +176,7 @@ def run(params, methods: list[str], detectors: list[str], seed: int, dataset: st
     with tempfile.TemporaryDirectory() as tmp:
         for det in detectors:
             student = run_spec(params, "student", dataset, det)
-            width, height = scale or tuple(int(s) for s in student.schedule["scale"])
+            width, height = scale or student.schedule.scale
             torch.manual_seed(seed)
             ckpt, teachers[det] = teacher_checkpoint(params, dataset, det, Path(tmp))
             batch = None
@@ -190,7 +191,7 @@ def run(params, methods: list[str], detectors: list[str], seed: int, dataset: st
                                          input=tuple(batch[0].shape[-2:]),
                                          boxes=[len(b) for b in boxes],
                                          sides=torch.cat([(b[:, 2:] - b[:, :2]) for b in boxes]),
-                                         model=dict(student.model))
+                                         model=dataclasses.asdict(student.model))
                 torch.manual_seed(seed)
                 rows = measure(model, *batch)
                 levels = model.fpn_levels

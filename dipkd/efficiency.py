@@ -136,14 +136,12 @@ def _scale(params: dict, profile: str, detector: str, dataset: str) -> tuple[int
     return int(scale[0]), int(scale[1])
 
 
-def _model_settings(params: dict, profile: str) -> dict:
-    """The proposal counts of ``profiles.<profile>.model`` (Faster R-CNN's test-time RPN)."""
-    from .config.params import MODEL_KEYS
-    model = params["profiles"][profile].get("model")
-    if not isinstance(model, dict) or any(k not in model for k in MODEL_KEYS):
-        raise ParamsError(f"params.yaml: profiles.{profile}.model must give "
-                          f"{', '.join(MODEL_KEYS)} (efficiency.scales_from)")
-    return dict(model)
+def _model_settings(params: dict, profile: str):
+    """The proposal counts of ``profiles.<profile>.model`` (Faster R-CNN's test-time RPN),
+    typed (:class:`dipkd.config.params.ModelSettings`)."""
+    from .config.params import ModelSettings, parse_section
+    return parse_section(ModelSettings, params["profiles"][profile].get("model"),
+                         f"profiles.{profile}.model (efficiency.scales_from)")
 
 
 def padded(w: int, h: int, divisor: int = PAD_DIVISOR) -> tuple[int, int]:
@@ -154,7 +152,7 @@ def padded(w: int, h: int, divisor: int = PAD_DIVISOR) -> tuple[int, int]:
 
 # ------------------------------------------------------------------------------------ models
 
-def build_detector(detector: str, depth: int, model_settings: dict, seed: int = 0):
+def build_detector(detector: str, depth: int, model_settings, seed: int = 0):
     """A randomly initialised (seeded, PyTorch's default init) one-class detector of the
     pipeline (:func:`dipkd.models.detectors.detector_cfg`, no pretrained weights), in eval
     mode on the CPU."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mmengine.config import Config
 
-from .config.params import RunSpec
+from .config.params import RunSpec, Schedule, TrainSettings
 from .models.detectors import detector_cfg
 
 CLASSES = ("ship",)
@@ -44,16 +44,15 @@ def _milestones(epochs: int) -> list[int]:
     return sorted({max(1, round(epochs * 8 / 12)), max(1, round(epochs * 11 / 12))})
 
 
-def _optim_wrapper(sch: dict, tr: dict) -> dict:
+def _optim_wrapper(sch: Schedule, tr: TrainSettings) -> dict:
     """SGD as in the authors' configs (``grad_clip=None`` there). ``train.clip_grad`` (a
     CPU-profile option, absent in the paper profile) clips the gradient's L2 norm: a from-
     scratch R50 at batch 4 and lr 0.02 diverged to NaN here within 3 epochs without it."""
     wrapper = dict(type="OptimWrapper",
-                   optimizer=dict(type="SGD", lr=float(sch["lr"]),
-                                  momentum=float(tr["momentum"]),
-                                  weight_decay=float(tr["weight_decay"])))
-    if tr.get("clip_grad") is not None:
-        wrapper["clip_grad"] = dict(max_norm=float(tr["clip_grad"]), norm_type=2)
+                   optimizer=dict(type="SGD", lr=sch.lr, momentum=tr.momentum,
+                                  weight_decay=tr.weight_decay))
+    if tr.clip_grad is not None:
+        wrapper["clip_grad"] = dict(max_norm=tr.clip_grad, norm_type=2)
     return wrapper
 
 
@@ -61,21 +60,21 @@ def build_config(spec: RunSpec, *, vis_backends: list[dict] | None = None,
                  deterministic: bool = True) -> Config:
     """The mmengine ``Config`` that trains and tests ``spec`` in ``spec.work_dir``."""
     tr, sch = spec.train, spec.schedule
-    train_pipe, test_pipe = _pipelines(sch["scale"])
+    train_pipe, test_pipe = _pipelines(sch.scale)
     root = spec.dataset.root
-    workers = int(tr["workers"])
+    workers = tr.workers
     loader_common = dict(num_workers=workers, persistent_workers=workers > 0)
     test_loader = dict(batch_size=1, drop_last=False,
                        sampler=dict(type="DefaultSampler", shuffle=False),
                        dataset=_dataset(root, "test", test_pipe, True), **loader_common)
     evaluator = dict(type="SARCocoMetric", ann_file=str(root / "annotations" / "test.json"))
-    epochs = int(sch["epochs"])
+    epochs = sch.epochs
     cfg = dict(
         default_scope="mmdet",
         custom_imports=dict(imports=["dipkd.mmdet_plugins"], allow_failed_imports=False),
-        model=detector_cfg(spec.detector, spec.depth, bool(tr["pretrained"]), spec.model,
+        model=detector_cfg(spec.detector, spec.depth, tr.pretrained, spec.model,
                            num_classes=len(CLASSES)),
-        train_dataloader=dict(batch_size=int(tr["batch_size"]),
+        train_dataloader=dict(batch_size=tr.batch_size,
                               sampler=dict(type="DefaultSampler", shuffle=True),
                               batch_sampler=dict(type="AspectRatioBatchSampler"),
                               dataset=_dataset(root, "train", train_pipe, False),
@@ -85,7 +84,7 @@ def build_config(spec: RunSpec, *, vis_backends: list[dict] | None = None,
         val_evaluator=evaluator,
         test_evaluator=evaluator,
         train_cfg=dict(type="EpochBasedTrainLoop", max_epochs=epochs,
-                       val_interval=int(tr["val_interval"])),
+                       val_interval=tr.val_interval),
         val_cfg=dict(type="ValLoop"),
         test_cfg=dict(type="TestLoop"),
         optim_wrapper=_optim_wrapper(sch, tr),
@@ -93,14 +92,14 @@ def build_config(spec: RunSpec, *, vis_backends: list[dict] | None = None,
             # linear warm-up from 0.001 x lr: warmup_ratio=0.001 in all four of the authors'
             # configs (Mok-kn/Dip configs/*_distill_r18_fpn_{SSDD,HRSID}.py lr_config)
             dict(type="LinearLR", start_factor=0.001, by_epoch=False, begin=0,
-                 end=int(tr["warmup_iters"])),
+                 end=tr.warmup_iters),
             dict(type="MultiStepLR", begin=0, end=epochs, by_epoch=True,
-                 milestones=[int(m) for m in sch["milestones"]] if "milestones" in sch
+                 milestones=list(sch.milestones) if sch.milestones is not None
                  else _milestones(epochs),
                  gamma=0.1)],
         default_hooks=dict(
             timer=dict(type="IterTimerHook"),
-            logger=dict(type="LoggerHook", interval=int(tr["log_interval"])),
+            logger=dict(type="LoggerHook", interval=tr.log_interval),
             param_scheduler=dict(type="ParamSchedulerHook"),
             checkpoint=dict(type="CheckpointHook", interval=1, max_keep_ckpts=2,
                             save_last=True),
@@ -193,5 +192,5 @@ def build_distill_config(spec: RunSpec, teacher: RunSpec, teacher_ckpt, *,
                               spec.method_params, teacher_ckpt)
     # every log interval: the gradient norm of each loss term on the student's distilled
     # features, as MLflow metrics kd_grad/<term> (dipkd.kd_terms)
-    cfg.custom_hooks = [dict(type="KDTermGradHook", interval=int(spec.train["log_interval"]))]
+    cfg.custom_hooks = [dict(type="KDTermGradHook", interval=spec.train.log_interval)]
     return cfg

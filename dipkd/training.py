@@ -101,7 +101,7 @@ def train(spec: RunSpec, *, cfg=None, extra_tags: dict | None = None) -> Path:
     # In one process the leader is the only process and nothing below changes.
     launch.init_worker()
     distributed, leader = launch.is_distributed(), launch.is_leader()
-    if spec.train.get("pretrained") and leader:
+    if spec.train.pretrained and leader:
         ensure_pretrained(spec.depth)
     if cfg is None:
         cfg = build_config(spec, deterministic=not torch.cuda.is_available())
@@ -113,7 +113,7 @@ def train(spec: RunSpec, *, cfg=None, extra_tags: dict | None = None) -> Path:
         resume = prepare_work_dir(work_dir, fingerprint)
     launch.barrier()  # the other ranks wait for rank 0's work dir
     if not leader:
-        if spec.train.get("pretrained"):
+        if spec.train.pretrained:
             ensure_pretrained(spec.depth)  # fetched by rank 0 by now
         resume = (work_dir / "last_checkpoint").exists()
     # mmengine's visualizer writes from rank 0 only; the other ranks do not even get the

@@ -78,7 +78,7 @@ def test_clip_grad_reaches_the_optim_wrapper_only_when_set(params):
 
 def test_unknown_detector_is_refused():
     with pytest.raises(ValueError, match="unknown detector 'yolo'; valid: faster_rcnn, retinanet"):
-        detector_cfg("yolo", 18, False, {})
+        detector_cfg("yolo", 18, False, None)
 
 
 @pytest.mark.parametrize("detector", ["faster_rcnn", "retinanet"])

@@ -14,10 +14,10 @@ import pytest
 import yaml
 
 from dipkd import efficiency as E
-from dipkd.config.params import ParamsError
+from dipkd.config.params import ModelSettings, ParamsError
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = dict(rpn_nms_pre=200, rpn_proposals=100, rcnn_samples=64)
+SMALL = ModelSettings(rpn_nms_pre=200, rpn_proposals=100, rcnn_samples=64)
 # Per RoI of the one-class Shared2FCBBoxHead: fc6 (256*7*7 -> 1024), fc7 (1024 -> 1024),
 # classifier (1024 -> 2), class-specific regressor (1024 -> 4), multiply-adds.
 ROI_FLOPS = 256 * 7 * 7 * 1024 + 1024 * 1024 + 1024 * 2 + 1024 * 4
@@ -74,9 +74,9 @@ def test_flops_pad_to_a_multiple_of_32(retina_r18):
 
 def test_faster_rcnn_counts_the_roi_head_on_the_test_time_proposals():
     model = E.build_detector("faster_rcnn", 18, SMALL)
-    assert E.rois_per_image(model) == SMALL["rpn_proposals"]
+    assert E.rois_per_image(model) == SMALL.rpn_proposals
     small, large = E.count_flops(model, 128, 96), E.count_flops(model, 256, 192)
-    roi = SMALL["rpn_proposals"] * ROI_FLOPS
+    roi = SMALL.rpn_proposals * ROI_FLOPS
     assert small["rois"] == large["rois"] == 100
     assert small["heads"] > roi
     # the RoI head costs the same at any size; the rest grows with the area (measured 3.999)

@@ -1,8 +1,10 @@
+import dataclasses
+import re
 from pathlib import Path
 
 import pytest
 
-from dipkd.config.params import ParamsError, load_params, run_spec, validate
+from dipkd.config.params import ParamsError, Schedule, load_params, run_spec, validate
 
 
 def test_repository_params_are_valid(params):
@@ -50,12 +52,13 @@ def test_teacher_schedule_overrides_only_the_teachers_run(params):
     entry.update(epochs=4, lr=0.02, milestones=[3], teacher={"epochs": 12})
     teacher = run_spec(params, "teacher", "ssdd", "faster_rcnn").schedule
     student = run_spec(params, "student", "ssdd", "faster_rcnn").schedule
-    assert student == {"epochs": 4, "lr": 0.02, "scale": entry["scale"], "milestones": [3]}
+    scale = tuple(entry["scale"])
+    assert student == Schedule(epochs=4, lr=0.02, scale=scale, milestones=(3,))
     # the student's steps do not carry over to other epochs: the teacher gets the 1x rule
-    assert teacher == {"epochs": 12, "lr": 0.02, "scale": entry["scale"]}
+    assert teacher == Schedule(epochs=12, lr=0.02, scale=scale)
     entry["teacher"] = {"epochs": 12, "lr": 0.01, "milestones": [8, 11]}
-    assert run_spec(params, "teacher", "ssdd", "faster_rcnn").schedule == {
-        "epochs": 12, "lr": 0.01, "scale": entry["scale"], "milestones": [8, 11]}
+    assert run_spec(params, "teacher", "ssdd", "faster_rcnn").schedule == Schedule(
+        epochs=12, lr=0.01, scale=scale, milestones=(8, 11))
 
 
 @pytest.mark.parametrize("teacher,expected", [
@@ -110,15 +113,15 @@ def test_run_spec_resolves_profile_and_role(params):
     params["profile"] = "paper"
     spec = run_spec(params, "teacher", "hrsid", "retinanet")
     assert spec.depth == 50 and spec.key == "hrsid-retinanet"
-    assert spec.schedule == {"epochs": 24, "lr": 0.001, "scale": [800, 800],
-                             "milestones": [16, 20]}
+    assert spec.schedule == Schedule(epochs=24, lr=0.001, scale=(800, 800), milestones=(16, 20))
     assert str(spec.model_path) == "models/teacher/hrsid-retinanet-seed0.pth"
     assert str(spec.metrics_path) == "metrics/teacher/hrsid-retinanet-seed0.json"
     student = run_spec(params, "student", "ssdd", "faster_rcnn")
-    assert student.depth == 18 and student.schedule["lr"] == 0.02
-    assert student.schedule["scale"] == [1000, 600]
+    assert student.depth == 18 and student.schedule.lr == 0.02
+    assert student.schedule.scale == (1000, 600) and student.train.batch_size == 8
     flat = student.tracked_params()
     assert flat["schedule.epochs"] == 24 and flat["backbone_depth"] == 18
+    assert flat["schedule.scale"] == [1000, 600] and "train.clip_grad" not in flat
     assert flat["data.preset"] == "ssdd-like"
     with pytest.raises(ParamsError, match="unknown role 'teaching'; valid: teacher, student"):
         run_spec(params, "teaching", "ssdd", "faster_rcnn")
@@ -235,3 +238,29 @@ def test_config_is_the_lowest_layer():
     proc = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("section, key, value, message", [
+    ("train", "batch_size", "8", "train.batch_size must be an integer, got '8'"),
+    ("train", "pretrained", 1, "train.pretrained must be true or false, got 1"),
+    ("train", "momentum", True, "train.momentum must be a number, got True"),
+    ("train", "batchsize", 4, "train has unknown key(s) batchsize; valid: batch_size"),
+    ("model", "rpn_proposals", 1.5, "model.rpn_proposals must be an integer, got 1.5"),
+])
+def test_profile_sections_are_typed_at_the_boundary(params, section, key, value, message):
+    """A profile's train/model/schedule sections are parsed once into frozen dataclasses:
+    a wrong type or an unknown key is a one-line error naming it."""
+    params["profiles"][params["profile"]][section][key] = value
+    with pytest.raises(ParamsError, match=re.escape(message)):
+        validate(params)
+
+
+def test_schedule_scale_must_be_two_integers(params):
+    entry = params["profiles"][params["profile"]]["schedule"]["faster_rcnn"]["ssdd"]
+    entry["scale"] = [160]
+    with pytest.raises(ParamsError, match=r"scale must be \[w, h\] integers, got \[160\]"):
+        validate(params)
+    entry["scale"] = [160, 112]
+    spec = run_spec(params, "student", "ssdd", "faster_rcnn")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.train.batch_size = 3

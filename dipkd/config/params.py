@@ -20,13 +20,8 @@ from ..models.detectors import DETECTORS  # plain data (names, builders): no upw
 ROLES = ("teacher", "student")
 DISTILLED = "distilled"
 REAL_SOURCE_KEYS = ("path", "archive", "url")
-SCHEDULE_KEYS = ("epochs", "lr", "scale")  # required; optional: milestones (lr steps), teacher
 # What a schedule entry's optional ``teacher`` mapping may override for the teacher's run.
 TEACHER_SCHEDULE_KEYS = ("epochs", "lr", "milestones")
-# required; optional: clip_grad (max gradient L2 norm, null/absent = no clipping)
-TRAIN_KEYS = ("batch_size", "workers", "pretrained", "warmup_iters", "log_interval",
-              "val_interval", "momentum", "weight_decay")
-MODEL_KEYS = ("rpn_nms_pre", "rpn_proposals", "rcnn_samples")
 DIPKD_MODULES = ("sns", "kld", "rit")
 # DIPKD hyperparameters that the sensitivity tables (4, 5) vary.
 SENSITIVITY_KEYS = {"tau": "table4", "mask_rate": "table5"}
@@ -34,6 +29,92 @@ SENSITIVITY_KEYS = {"tau": "table4", "mask_rate": "table5"}
 
 class ParamsError(ValueError):
     """params.yaml names something that does not exist or lacks a required entry."""
+
+
+# ---------------------------------------------------------------- typed profile sections
+# A profile's train/model/schedule sections are parsed once, at the boundary (run_spec,
+# validate), into these frozen dataclasses: builders read typed attributes, never
+# ``int(tr["batch_size"])``. Their fields are the sections' keys (one place).
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """``profiles.<p>.train``: shared by every training run of the profile."""
+    batch_size: int
+    workers: int
+    pretrained: bool               # ImageNet backbone weights (need a download)
+    warmup_iters: int
+    log_interval: int
+    val_interval: int
+    momentum: float
+    weight_decay: float
+    clip_grad: float | None = None   # max gradient L2 norm; None: no clipping
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """``profiles.<p>.model``: Faster R-CNN's proposal counts."""
+    rpn_nms_pre: int
+    rpn_proposals: int
+    rcnn_samples: int
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """One run's schedule: ``profiles.<p>.schedule.<detector>.<dataset>`` (for the teacher
+    updated by its optional ``teacher`` mapping, :func:`role_schedule`)."""
+    epochs: int
+    lr: float
+    scale: tuple[int, int]                 # resize scale (w, h)
+    milestones: tuple[int, ...] | None = None   # lr x0.1 at these epochs; None: mmdet 1x shape
+
+
+def _typed_value(kind, value, where: str):
+    """``value`` as the annotated ``kind`` (int, float, bool, an optional, a tuple of ints),
+    or a one-line :class:`ParamsError`."""
+    if kind in ("float | None", "tuple[int, ...] | None"):
+        return None if value is None else _typed_value(kind.split(" | ")[0], value, where)
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        raise ParamsError(f"params.yaml: {where} must be true or false, got {value!r}")
+    if kind == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ParamsError(f"params.yaml: {where} must be an integer, got {value!r}")
+    if kind == "float":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ParamsError(f"params.yaml: {where} must be a number, got {value!r}")
+    if kind.startswith("tuple[int"):
+        items = value if isinstance(value, (list, tuple)) else None
+        if (items is None or (kind == "tuple[int, int]" and len(items) != 2)
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in items)):
+            shape = "[w, h] integers" if kind == "tuple[int, int]" else "a list of integers"
+            raise ParamsError(f"params.yaml: {where} must be {shape}, got {value!r}")
+        return tuple(items)
+    raise TypeError(f"no parser for {kind}")
+
+
+def parse_section(cls, section, where: str, extra: tuple[str, ...] = ()):
+    """A params.yaml mapping as the frozen dataclass ``cls``: every field without a default
+    present, no unknown key (``extra`` keys are allowed and ignored), each value typed."""
+    if not isinstance(section, dict):
+        raise ParamsError(f"params.yaml: {where} must be a mapping, got {section!r}")
+    fields = dataclasses.fields(cls)
+    required = [f.name for f in fields if f.default is dataclasses.MISSING]
+    _need(section, required, where)
+    known = {f.name for f in fields} | set(extra)
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise ParamsError(f"params.yaml: {where} has unknown key(s) {', '.join(unknown)}; "
+                          f"valid: {', '.join(f.name for f in fields)}")
+    return cls(**{f.name: _typed_value(f.type, section[f.name], f"{where}.{f.name}")
+                  for f in fields if f.name in section})
+
+
+def section_keys(cls) -> tuple[str, ...]:
+    """The keys of a typed section (its dataclass fields), for messages and docs."""
+    return tuple(f.name for f in dataclasses.fields(cls))
 
 
 def requested_processes(params: dict) -> int:
@@ -176,19 +257,21 @@ def validate(params: dict) -> None:
     prof = profiles[prof_name]
     where = f"profiles.{prof_name}"
     _need(prof, ("data", "train", "model", "schedule"), where)
-    _need(prof["train"], TRAIN_KEYS, f"{where}.train")
-    clip = prof["train"].get("clip_grad")
+    clip = prof["train"].get("clip_grad") if isinstance(prof["train"], dict) else None
     if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float))
                              or clip <= 0):
         raise ParamsError(f"params.yaml: {where}.train.clip_grad must be a positive number "
                           f"(max gradient L2 norm) or null, got {clip!r}")
-    _need(prof["model"], MODEL_KEYS, f"{where}.model")
+    parse_section(TrainSettings, prof["train"], f"{where}.train")
+    parse_section(ModelSettings, prof["model"], f"{where}.model")
     for det in params["detectors"]:
         _need(prof["schedule"], (det,), f"{where}.schedule")
         for ds in params["datasets"]:
             _need(prof["schedule"][det], (ds,), f"{where}.schedule.{det}")
-            _need(prof["schedule"][det][ds], SCHEDULE_KEYS, f"{where}.schedule.{det}.{ds}")
-            _check_schedule(prof["schedule"][det][ds], f"{where}.schedule.{det}.{ds}")
+            entry, at = prof["schedule"][det][ds], f"{where}.schedule.{det}.{ds}"
+            _need(entry, ("epochs",), at)
+            _check_schedule(entry, at)        # the milestones' own message first
+            parse_section(Schedule, entry, at, extra=("teacher",))
     for ds in params["datasets"]:
         _need(prof["data"], (ds,), f"{where}.data")
 
@@ -274,9 +357,9 @@ class RunSpec:
     profile: str
     seed: int
     depth: int
-    schedule: dict
-    train: dict
-    model: dict
+    schedule: Schedule
+    train: TrainSettings
+    model: ModelSettings
     experiment: str
     method: str = "none"
     method_params: dict = field(default_factory=dict)
@@ -334,12 +417,19 @@ class RunSpec:
             flat["method"] = self.method
             if self.variant:
                 flat["variant"] = self.variant
-        for prefix, section in (("data", self.dataset.overrides), ("schedule", self.schedule),
-                                ("train", self.train), ("model", self.model),
+        for prefix, section in (("data", self.dataset.overrides),
+                                ("schedule", _present(self.schedule)),
+                                ("train", _present(self.train)), ("model", _present(self.model)),
                                 (self.method, self.method_params)):
             for k, v in section.items():
                 flat[f"{prefix}.{k}"] = v
         return flat
+
+
+def _present(section) -> dict:
+    """A typed section's set values as params.yaml wrote them (tuples as lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(section).items() if v is not None}
 
 
 def dataset_spec(params: dict, dataset: str) -> DatasetSpec:
@@ -425,6 +515,7 @@ def run_spec(params: dict, role: str, dataset: str, detector: str,
         seed = params["seeds"][0] if seed is None else seed
         _choose("seed", seed, params["seeds"])
     prof = params["profiles"][params["profile"]]
+    where = f"profiles.{params['profile']}"
     return RunSpec(
         role=role,
         dataset=dataset_spec(params, dataset),
@@ -432,8 +523,9 @@ def run_spec(params: dict, role: str, dataset: str, detector: str,
         profile=params["profile"],
         seed=int(seed),
         depth=int(params["roles"][role]["depth"]),
-        schedule=role_schedule(prof["schedule"][detector][dataset], role),
-        train=dict(prof["train"]),
-        model=dict(prof["model"]),
+        schedule=parse_section(Schedule, role_schedule(prof["schedule"][detector][dataset], role),
+                               f"{where}.schedule.{detector}.{dataset}"),
+        train=parse_section(TrainSettings, prof["train"], f"{where}.train"),
+        model=parse_section(ModelSettings, prof["model"], f"{where}.model"),
         experiment=experiment_name(params),
     )

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:      # config.params imports this module (DETECTORS)
+    from ..config.params import ModelSettings
 
 RESNET_OUT_CHANNELS = {18: [64, 128, 256, 512], 34: [64, 128, 256, 512],
                        50: [256, 512, 1024, 2048], 101: [256, 512, 1024, 2048]}
@@ -35,7 +39,8 @@ def _coder(stds):
     return dict(type="DeltaXYWHBBoxCoder", target_means=[0.0] * 4, target_stds=stds)
 
 
-def faster_rcnn_cfg(depth: int, pretrained: bool, model: dict, num_classes: int = 1) -> dict:
+def faster_rcnn_cfg(depth: int, pretrained: bool, model: ModelSettings,
+                    num_classes: int = 1) -> dict:
     """Faster R-CNN R-FPN (mmdet ``faster-rcnn_r50_fpn``) with ``model`` proposal counts."""
     nms07 = dict(type="nms", iou_threshold=0.7)
     return dict(
@@ -69,21 +74,22 @@ def faster_rcnn_cfg(depth: int, pretrained: bool, model: dict, num_classes: int 
                      sampler=dict(type="RandomSampler", num=256, pos_fraction=0.5,
                                   neg_pos_ub=-1, add_gt_as_proposals=False),
                      allowed_border=-1, pos_weight=-1, debug=False),
-            rpn_proposal=dict(nms_pre=model["rpn_nms_pre"], max_per_img=model["rpn_proposals"],
+            rpn_proposal=dict(nms_pre=model.rpn_nms_pre, max_per_img=model.rpn_proposals,
                               nms=nms07, min_bbox_size=0),
             rcnn=dict(assigner=dict(type="MaxIoUAssigner", pos_iou_thr=0.5, neg_iou_thr=0.5,
                                     min_pos_iou=0.5, match_low_quality=False, ignore_iof_thr=-1),
-                      sampler=dict(type="RandomSampler", num=model["rcnn_samples"],
+                      sampler=dict(type="RandomSampler", num=model.rcnn_samples,
                                    pos_fraction=0.25, neg_pos_ub=-1, add_gt_as_proposals=True),
                       pos_weight=-1, debug=False)),
         test_cfg=dict(
-            rpn=dict(nms_pre=model["rpn_nms_pre"], max_per_img=model["rpn_proposals"],
+            rpn=dict(nms_pre=model.rpn_nms_pre, max_per_img=model.rpn_proposals,
                      nms=nms07, min_bbox_size=0),
             rcnn=dict(score_thr=0.05, nms=dict(type="nms", iou_threshold=0.5),
                       max_per_img=100)))
 
 
-def retinanet_cfg(depth: int, pretrained: bool, model: dict, num_classes: int = 1) -> dict:
+def retinanet_cfg(depth: int, pretrained: bool, model: ModelSettings,
+                  num_classes: int = 1) -> dict:
     """RetinaNet R-FPN (mmdet ``retinanet_r50_fpn``)."""
     return dict(
         type="RetinaNet",
@@ -130,7 +136,7 @@ DETECTORS: dict[str, Detector] = {d.name: d for d in (
 )}
 
 
-def detector_cfg(detector: str, depth: int, pretrained: bool, model: dict,
+def detector_cfg(detector: str, depth: int, pretrained: bool, model: ModelSettings,
                  num_classes: int = 1) -> dict:
     """The mmdet model dict of ``detector`` (one of :data:`DETECTORS`)."""
     if detector not in DETECTORS:
