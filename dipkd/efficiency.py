@@ -122,18 +122,19 @@ def settings(params: dict) -> Settings:
 
 
 def _scale(params: dict, profile: str, detector: str, dataset: str) -> tuple[int, int]:
-    """``(w, h)``: ``profiles.<profile>.schedule.<detector>.<dataset>.scale``."""
+    """``(w, h)``: ``profiles.<profile>.schedule.<detector>.<dataset>.scale``, typed as the
+    schedule of a run (:class:`dipkd.config.params.Schedule`)."""
+    from .config.params import Schedule, parse_section
+    where = f"profiles.{profile}.schedule.{detector}.{dataset}"
     try:
-        scale = params["profiles"][profile]["schedule"][detector][dataset]["scale"]
+        entry = params["profiles"][profile]["schedule"][detector][dataset]
     except (KeyError, TypeError):
-        raise ParamsError(f"params.yaml: profiles.{profile}.schedule.{detector}.{dataset}"
-                          ".scale is missing (efficiency.scales_from)") from None
-    if (not isinstance(scale, (list, tuple)) or len(scale) != 2
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0
-                       for s in scale)):
-        raise ParamsError(f"params.yaml: profiles.{profile}.schedule.{detector}.{dataset}"
-                          f".scale must be [w, h] positive integers, got {scale!r}")
-    return int(scale[0]), int(scale[1])
+        raise ParamsError(f"params.yaml: {where} is missing (efficiency.scales_from)") from None
+    scale = parse_section(Schedule, entry, where, extra=("teacher",)).scale
+    if min(scale) <= 0:
+        raise ParamsError(f"params.yaml: {where}.scale must be [w, h] positive integers, "
+                          f"got {list(scale)!r}")
+    return scale
 
 
 def _model_settings(params: dict, profile: str):
