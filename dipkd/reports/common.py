@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from ..config.params import teacher_seed
+from ..config.params import run_spec, teacher_seed
 
 PAPER_VALUES = Path(__file__).with_name("paper_values.yaml")
 TABLES_DIR = Path("reports") / "tables"     # the tables stage's one output directory
@@ -76,11 +76,11 @@ def header(params: dict, commit: str, metrics_dir: Path = Path("metrics")) -> st
                       + (f" ({params['data'][ds].get('preset')})"
                          if params['data'][ds]['source'] == 'synthetic' else "")
                       for ds in params["datasets"]})
-    batch = int(params["profiles"][prof]["train"]["batch_size"])
     schedule = []
     for det in params["detectors"]:
         for ds in params["datasets"]:
-            epochs = int(params["profiles"][prof]["schedule"][det][ds]["epochs"])
+            student = run_spec(params, "student", ds, det)      # the typed schedule
+            epochs, batch = student.schedule.epochs, student.train.batch_size
             images = _train_images(metrics_dir, ds)
             iters = (f" (~{epochs * math.ceil(images / batch)} it: {images} train images, "
                      f"batch {batch})" if images else "")
