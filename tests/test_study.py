@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 TINY = {
     "profile": "smoke", "seeds": [0, 1], "teacher_seed": 0,
     "datasets": ["ssdd"], "detectors": ["faster_rcnn"],
-    "baselines": ["fitnet"], "baseline_detector": "faster_rcnn",
+    "baselines": [], "baseline_detector": "faster_rcnn",
     "ablation": {"dataset": "ssdd", "detector": "faster_rcnn", "modules": [], "tau": [],
                  "mask_rate": []},
     "profiles": {"smoke": {
@@ -51,8 +51,8 @@ def test_study_runs_end_to_end_and_writes_every_file(tmp_path):
     import mlflow
     client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{ws / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("dipkd-repro/smoke").experiment_id])
-    # 1 teacher + 2 seeds x (student, DIPKD, DIPKD without inheritance, FitNet)
-    assert len(runs) == 9 and all(r.data.tags.get("study") == "tiny" for r in runs)
+    # 1 teacher + 2 seeds x (student, DIPKD, DIPKD without inheritance)
+    assert len(runs) == 7 and all(r.data.tags.get("study") == "tiny" for r in runs)
     bad = subprocess.run([sys.executable, "-m", "pipeline.study", "--name", "missing"], cwd=ws,
                          env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "study definition not found" in bad.stderr
