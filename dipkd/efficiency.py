@@ -131,7 +131,7 @@ def _scale(params: dict, profile: str, detector: str, dataset: str) -> tuple[int
     except (KeyError, TypeError):
         raise ParamsError(f"params.yaml: {where} is missing (efficiency.scales_from)") from None
     scale = parse_section(Schedule, entry, where, extra=("teacher",)).scale
-    if min(scale) <= 0:
+    if min(scale) <= 0:     # scales_from may name a profile that validate() did not check
         raise ParamsError(f"params.yaml: {where}.scale must be [w, h] positive integers, "
                           f"got {list(scale)!r}")
     return scale

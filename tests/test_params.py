@@ -260,7 +260,11 @@ def test_schedule_scale_must_be_two_integers(params):
     entry["scale"] = [160]
     with pytest.raises(ParamsError, match=r"scale must be \[w, h\] integers, got \[160\]"):
         validate(params)
-    entry["scale"] = [160, 112]
+    for bad in ({"scale": [160, 0]}, {"epochs": 0}, {"lr": 0.0}):
+        entry.update({"scale": [160, 112], "epochs": 2, "lr": 0.01, **bad})
+        with pytest.raises(ParamsError, match="needs epochs >= 1, lr > 0 and a positive"):
+            validate(params)
+    entry.update(scale=[160, 112], epochs=2, lr=0.01)
     spec = run_spec(params, "student", "ssdd", "faster_rcnn")
     with pytest.raises(dataclasses.FrozenInstanceError):
         spec.train.batch_size = 3

@@ -271,7 +271,10 @@ def validate(params: dict) -> None:
             entry, at = prof["schedule"][det][ds], f"{where}.schedule.{det}.{ds}"
             _need(entry, ("epochs",), at)
             _check_schedule(entry, at)        # the milestones' own message first
-            parse_section(Schedule, entry, at, extra=("teacher",))
+            sched = parse_section(Schedule, entry, at, extra=("teacher",))
+            if min(sched.scale) <= 0 or sched.epochs < 1 or sched.lr <= 0:
+                raise ParamsError(f"params.yaml: {at} needs epochs >= 1, lr > 0 and a "
+                                  f"positive scale, got {entry!r}")
     for ds in params["datasets"]:
         _need(prof["data"], (ds,), f"{where}.data")
 
