@@ -2,10 +2,11 @@
 method, table or data source is one new module there and nothing else to edit.
 
 A plugin package's ``__init__.py`` calls :func:`import_submodules` with its own
-``__name__``; each module registers what it defines (a KD loss by mmdet's registry
-decorator, a table or a data source as a module-level object) and :func:`members` collects
-those objects. The folders: ``dipkd/baselines/`` (KD methods), ``dipkd/reports/tables/``
-(the paper's tables), ``dipkd/datasets/sources/`` (real data sources).
+``__name__``; each module defines its objects (a KD loss class registered by mmdet's
+decorator, a table or a data source as a module-level object) and the package collects
+them (:func:`classes_defined_in` for classes). The folders: ``dipkd/baselines/`` (KD
+methods), ``dipkd/reports/tables/`` (the paper's tables), ``dipkd/datasets/sources/`` (real
+data sources).
 
 Stages' code dependencies (:mod:`dipkd.code_deps`) see these imports too: a package that
 calls ``import_submodules(__name__)`` imports each of its modules (a static rule, tested).
@@ -37,24 +38,16 @@ def import_submodules(package: str) -> list[ModuleType]:
     return [importlib.import_module(name) for name in submodule_names(package)]
 
 
-def members(modules: Iterable[ModuleType], kind: type[T], *,
-            defined_here: bool = False) -> dict[str, T]:
-    """Module-level attribute name -> value for every attribute of ``modules`` that is an
-    instance of ``kind`` (or, with ``kind`` a class and ``defined_here``, a subclass of it
-    defined in that module). Two modules offering one name is an error."""
-    found: dict[str, T] = {}
+def classes_defined_in(modules: Iterable[ModuleType], base: type[T]) -> dict[str, type[T]]:
+    """Class name -> class, for every subclass of ``base`` that one of ``modules`` defines
+    (not one it imports). Two modules defining one name is an error."""
+    found: dict[str, type[T]] = {}
     for module in modules:
         for name, value in vars(module).items():
-            if name.startswith("_"):
-                continue
-            if defined_here:
-                hit = (isinstance(value, type) and issubclass(value, kind)
-                       and value.__module__ == module.__name__)
-            else:
-                hit = isinstance(value, kind)
-            if hit:
+            if (isinstance(value, type) and issubclass(value, base)
+                    and value.__module__ == module.__name__ and not name.startswith("_")):
                 if name in found and found[name] is not value:
                     raise ValueError(f"{name} is defined in two plugin modules "
-                                     f"({found[name]!r}, {module.__name__})")
+                                     f"({found[name].__module__}, {module.__name__})")
                 found[name] = value
     return found

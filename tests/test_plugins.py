@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dipkd.plugins import members, submodule_names
+from dipkd.plugins import classes_defined_in, submodule_names
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,10 +84,10 @@ def test_members_and_module_names():
     from dipkd.kd.methods import KDMethod
     names = submodule_names("dipkd.baselines")
     assert "dipkd.baselines.fgd" in names and names == sorted(names)
-    found = members([sys.modules["dipkd.baselines.fgd"]], KDMethod, defined_here=True)
+    found = classes_defined_in([sys.modules["dipkd.baselines.fgd"]], KDMethod)
     assert list(found) == ["FGDLoss"]           # KDMethod itself is imported, not defined
     assert dipkd.baselines.FGDLoss is found["FGDLoss"]
     twice = [sys.modules["dipkd.baselines.fgd"], type(sys)("copy")]
     vars(twice[1])["FGDLoss"] = type("FGDLoss", (KDMethod,), {"__module__": "copy"})
     with pytest.raises(ValueError, match="FGDLoss is defined in two plugin modules"):
-        members(twice, KDMethod, defined_here=True)
+        classes_defined_in(twice, KDMethod)

@@ -9,8 +9,8 @@ for the context). A new method is one module here and one ``methods.<name>`` ent
 ``type`` in params.yaml; its class is importable from this package by its name.
 """
 from ..kd.methods import KDMethod
-from ..plugins import import_submodules, members
+from ..plugins import classes_defined_in, import_submodules
 
-_METHODS = members(import_submodules(__name__), KDMethod, defined_here=True)
+_METHODS = classes_defined_in(import_submodules(__name__), KDMethod)
 globals().update(_METHODS)
 __all__ = sorted(_METHODS)
