@@ -2,11 +2,11 @@
 tables say about it; a new method needs one module and one params entry."""
 import pytest
 from mmdet.registry import MODELS
-from torch import nn
 
 from dipkd.mmdet_config import kd_loss_cfg
 from dipkd.config.params import ParamsError, validate
-from dipkd.kd.methods import KDMethod, display_name, kd_methods, method_class
+from dipkd.kd.feature_kd import FeatureKDLoss
+from dipkd.kd.methods import display_name, kd_methods, method_class
 
 
 def test_every_configured_method_is_a_registered_class_that_describes_itself(params):
@@ -38,7 +38,7 @@ def test_a_type_that_is_not_a_kd_loss_is_a_clear_error(params):
 def dummy_method():
     """A new KD method, written as a user would: one decorated class."""
     @MODELS.register_module()
-    class DummyKDLoss(KDMethod, nn.Module):
+    class DummyKDLoss(FeatureKDLoss):
         method = "dummy"
         display_name = "Dummy"
         venue = "NoVenue26"
@@ -46,12 +46,13 @@ def dummy_method():
         footnote = "exists only in a test"
 
         def __init__(self, weight: float = 1.0, num_levels: int = 4):
-            super().__init__()
-            self.weight, self.num_levels = weight, num_levels
+            super().__init__(num_levels=num_levels)
+            self.weight = weight
 
         def forward(self, student_feats, teacher_feats, *args, **kwargs):
             return {"loss_dummy": self.weight * sum(
-                ((s - t) ** 2).mean() for s, t in zip(student_feats, teacher_feats))}
+                ((s - t) ** 2).mean() for _, s, t in self.level_pairs(student_feats,
+                                                                     teacher_feats))}
     yield DummyKDLoss
     MODELS.module_dict.pop("DummyKDLoss")
 

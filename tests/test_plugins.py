@@ -14,13 +14,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 NEW_METHOD = '''
 from mmdet.registry import MODELS
-from torch import nn
 
-from ..kd.methods import KDMethod
+from ..kd.feature_kd import FeatureKDLoss
 
 
 @MODELS.register_module()
-class DummyKDLoss(KDMethod, nn.Module):
+class DummyKDLoss(FeatureKDLoss):
     method = "dummy"
     display_name = "Dummy"
     venue = "NoVenue26"
@@ -28,7 +27,7 @@ class DummyKDLoss(KDMethod, nn.Module):
 
     def forward(self, student_feats, teacher_feats, *args, **kwargs):
         return {"loss_dummy": sum(((s - t) ** 2).mean()
-                                  for s, t in zip(student_feats, teacher_feats))}
+                                  for _, s, t in self.level_pairs(student_feats, teacher_feats))}
 '''
 METHOD_CHECK = """
 import dipkd.baselines as b
