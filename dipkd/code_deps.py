@@ -31,7 +31,7 @@ import os
 import sys
 from pathlib import Path
 
-from .plugins import DISCOVERY_CALL
+from .plugins import DISCOVERY_CALL, module_names
 
 PACKAGES = ("dipkd", "pipeline")
 # Files beside the sources that are not data the code reads (bytecode, numba's caches).
@@ -75,20 +75,12 @@ def _imported_names(path: Path, module: str) -> set[str]:
             names.update(f"{base}.{alias.name}" for alias in node.names)
         elif (path.name == "__init__.py" and isinstance(node, ast.Call)
               and _called_name(node.func) == DISCOVERY_CALL):
-            names.update(_package_modules(path.parent, module))   # a plugin folder
+            names.update(module_names([path.parent], module))   # a plugin folder
     return names
 
 
 def _called_name(func: ast.expr) -> str:
     return func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-
-
-def _package_modules(directory: Path, package: str) -> set[str]:
-    """The modules a plugin package imports of itself (:func:`dipkd.plugins.
-    import_submodules`): every ``<name>.py`` and subpackage not starting with ``_``."""
-    return {f"{package}.{p.stem if p.suffix else p.name}" for p in directory.iterdir()
-            if not p.name.startswith("_")
-            and (p.suffix == ".py" or (p / "__init__.py").is_file())}
 
 
 def project_imports(root: Path, module: str) -> dict[str, Path]:

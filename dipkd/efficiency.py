@@ -124,17 +124,13 @@ def settings(params: dict) -> Settings:
 def _scale(params: dict, profile: str, detector: str, dataset: str) -> tuple[int, int]:
     """``(w, h)``: ``profiles.<profile>.schedule.<detector>.<dataset>.scale``, typed as the
     schedule of a run (:class:`dipkd.config.params.Schedule`)."""
-    from .config.params import Schedule, parse_section
+    from .config.params import parse_schedule
     where = f"profiles.{profile}.schedule.{detector}.{dataset}"
     try:
         entry = params["profiles"][profile]["schedule"][detector][dataset]
     except (KeyError, TypeError):
         raise ParamsError(f"params.yaml: {where} is missing (efficiency.scales_from)") from None
-    scale = parse_section(Schedule, entry, where, extra=("teacher",)).scale
-    if min(scale) <= 0:     # scales_from may name a profile that validate() did not check
-        raise ParamsError(f"params.yaml: {where}.scale must be [w, h] positive integers, "
-                          f"got {list(scale)!r}")
-    return scale
+    return parse_schedule(entry, where).scale   # scales_from: a profile validate() skips
 
 
 def _model_settings(params: dict, profile: str):

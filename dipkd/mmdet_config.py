@@ -15,8 +15,7 @@ from .models.detectors import detector_cfg
 CLASSES = ("ship",)
 
 
-def _pipelines(scale):
-    scale = tuple(int(s) for s in scale)
+def _pipelines(scale: tuple[int, int]):
     train = [dict(type="LoadImageFromFile"),
              dict(type="LoadAnnotations", with_bbox=True),
              dict(type="Resize", scale=scale, keep_ratio=True),

@@ -112,9 +112,14 @@ def parse_section(cls, section, where: str, extra: tuple[str, ...] = ()):
                   for f in fields if f.name in section})
 
 
-def section_keys(cls) -> tuple[str, ...]:
-    """The keys of a typed section (its dataclass fields), for messages and docs."""
-    return tuple(f.name for f in dataclasses.fields(cls))
+def parse_schedule(entry, where: str) -> Schedule:
+    """A schedule entry (its optional ``teacher`` mapping allowed) as a typed
+    :class:`Schedule` with epochs >= 1, lr > 0 and a positive scale."""
+    sched = parse_section(Schedule, entry, where, extra=("teacher",))
+    if min(sched.scale) <= 0 or sched.epochs < 1 or sched.lr <= 0:
+        raise ParamsError(f"params.yaml: {where} needs epochs >= 1, lr > 0 and a positive "
+                          f"scale, got {entry!r}")
+    return sched
 
 
 def requested_processes(params: dict) -> int:
@@ -271,10 +276,7 @@ def validate(params: dict) -> None:
             entry, at = prof["schedule"][det][ds], f"{where}.schedule.{det}.{ds}"
             _need(entry, ("epochs",), at)
             _check_schedule(entry, at)        # the milestones' own message first
-            sched = parse_section(Schedule, entry, at, extra=("teacher",))
-            if min(sched.scale) <= 0 or sched.epochs < 1 or sched.lr <= 0:
-                raise ParamsError(f"params.yaml: {at} needs epochs >= 1, lr > 0 and a "
-                                  f"positive scale, got {entry!r}")
+            parse_schedule(entry, at)
     for ds in params["datasets"]:
         _need(prof["data"], (ds,), f"{where}.data")
 
@@ -526,8 +528,8 @@ def run_spec(params: dict, role: str, dataset: str, detector: str,
         profile=params["profile"],
         seed=int(seed),
         depth=int(params["roles"][role]["depth"]),
-        schedule=parse_section(Schedule, role_schedule(prof["schedule"][detector][dataset], role),
-                               f"{where}.schedule.{detector}.{dataset}"),
+        schedule=parse_schedule(role_schedule(prof["schedule"][detector][dataset], role),
+                                f"{where}.schedule.{detector}.{dataset}"),
         train=parse_section(TrainSettings, prof["train"], f"{where}.train"),
         model=parse_section(ModelSettings, prof["model"], f"{where}.model"),
         experiment=experiment_name(params),

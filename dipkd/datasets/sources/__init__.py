@@ -8,14 +8,13 @@ stand-in). A new real dataset is one module here (plus its ``data`` entry in par
 """
 from __future__ import annotations
 
-from ...plugins import import_submodules
+from ...plugins import import_submodules, instances_in
 from ..real import DataSource
 
 SYNTHETIC = "synthetic"
 
 REAL_SOURCES: dict[str, DataSource] = {
-    source.name: source for module in import_submodules(__name__)
-    for source in vars(module).values() if isinstance(source, DataSource)}
+    source.name: source for source in instances_in(import_submodules(__name__), DataSource)}
 SOURCES = (SYNTHETIC, *REAL_SOURCES)
 
 __all__ = ["DataSource", "REAL_SOURCES", "SOURCES", "SYNTHETIC"]

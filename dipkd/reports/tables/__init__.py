@@ -11,12 +11,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ...plugins import import_submodules
+from ...plugins import import_submodules, instances_in
 from ..common import PaperTable
 
 
-def _in_order(tables) -> tuple[PaperTable, ...]:
-    found = {id(t): t for t in tables}.values()
+def _in_order(found: list[PaperTable]) -> tuple[PaperTable, ...]:
     names = [t.name for t in found]
     if len(set(names)) != len(names):
         raise ValueError(f"two tables share a name: {sorted(names)}")
@@ -24,8 +23,7 @@ def _in_order(tables) -> tuple[PaperTable, ...]:
                                               for p in re.split(r"(\d+)", t.name)]))
 
 
-TABLES = _in_order(value for module in import_submodules(__name__)
-                   for value in vars(module).values() if isinstance(value, PaperTable))
+TABLES = _in_order(instances_in(import_submodules(__name__), PaperTable))
 
 
 def readers(params: dict) -> dict[str, list[str]]:
