@@ -135,7 +135,7 @@ def teacher_checkpoint(params, dataset: str, detector: str, tmp: Path) -> tuple[
 
 def build(params, method: str, overrides: dict, dataset: str, detector: str, ckpt: Path,
           seed: int = 0):
-    """The distiller of ``method`` as ``pipeline/distill.py`` builds it, initialised. The
+    """The distiller of ``method`` as ``pipeline/train.py`` builds it, initialised. The
     RNG is seeded before building and again before ``init_weights`` (which initialises the
     student first), so every method starts from the same student whatever its KD modules
     draw when they are built."""

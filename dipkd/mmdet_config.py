@@ -5,6 +5,8 @@ No config file is hand-edited per run: everything comes from params.yaml through
 from __future__ import annotations
 
 import inspect
+import itertools
+import os
 from pathlib import Path
 
 from mmengine.config import Config
@@ -193,3 +195,15 @@ def build_distill_config(spec: RunSpec, teacher: RunSpec, teacher_ckpt, *,
     # features, as MLflow metrics kd_grad/<term> (dipkd.kd_terms)
     cfg.custom_hooks = [dict(type="KDTermGradHook", interval=spec.train.log_interval)]
     return cfg
+
+
+_runners = itertools.count()
+
+
+def own_visualizer(cfg) -> None:
+    """Give the visualizer of the Runner about to be built from ``cfg`` a name of its own.
+    mmengine keeps one Visualizer per name in a process (``ManagerMixin.get_instance``), so a
+    second Runner under mmdet's fixed name ``visualizer`` (the test after training, in the
+    same process) would get the first one back, with the training's backends (its MLflow
+    run). Set after the config fingerprint is taken; exported configs keep ``visualizer``."""
+    cfg.visualizer["name"] = f"visualizer-{os.getpid()}-{next(_runners)}"

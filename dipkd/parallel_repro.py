@@ -14,11 +14,12 @@ Jobs and waves, from DVC's stage graph (:func:`plan_waves`):
 
 - *sinks*: stages nothing depends on (tables, figures, efficiency): built by the final
   ``dvc repro``;
-- *targets*: stages all of whose dependents are sinks (the evaluate stages): one job each,
-  which also runs the target's own training stage upstream;
-- *shared* stages: upstream of two or more targets (prepare, processes, every teacher): one
-  job each, run before the jobs that need them; otherwise every queued distillation would
-  train its own copy of the teacher.
+- *targets*: stages all of whose dependents are sinks (the student and distillation
+  runs, each of which tests its own model): one job each, which also runs the upstream
+  stages no other target needs (a teacher that only this distillation reads);
+- *shared* stages: upstream of two or more targets (prepare, processes, a teacher read by
+  several distillations): one job each, run before the jobs that need them; otherwise every
+  queued distillation would train its own copy of the teacher.
 
 A job's wave is one more than the latest wave of the shared stages upstream of it: data and
 ``processes`` first, then the teachers together with the students (which need no teacher),

@@ -1,8 +1,8 @@
 """Train one detector (teacher or student) with mmengine's Runner, tracked in MLflow.
 
 A training stage is resumable: its work dir keeps mmengine's epoch checkpoints, and running
-the stage again after a kill resumes from ``last_checkpoint``; once the model is exported the
-checkpoints are deleted (:func:`prune_work_dir`). The work dir is stamped with a
+the stage again after a kill resumes from ``last_checkpoint``; once the model is exported and
+tested the stage deletes the checkpoints (:func:`prune_work_dir`, ``pipeline/train.py``). The work dir is stamped with a
 fingerprint of the config and the data; a stale work dir (other params or data) is cleared
 rather than resumed. The result is a plain mmdet checkpoint (``state_dict`` + ``meta`` with
 its mmdet config, :mod:`dipkd.export`) that mmdet loads without dipkd, written atomically to
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from . import launch
-from .mmdet_config import build_config
+from .mmdet_config import build_config, own_visualizer
 from .config.params import RunSpec
 from .datasets.coco_layout import validate_layout
 from .export import export_model
@@ -88,7 +88,9 @@ def latest_checkpoint(work_dir: Path) -> Path:
 
 
 def train(spec: RunSpec, *, cfg=None, extra_tags: dict | None = None) -> Path:
-    """Train ``spec`` (resuming if possible), export the model, return its path."""
+    """Train ``spec`` (resuming if possible), export the model, return its path. The work
+    dir keeps its checkpoints until the caller prunes it (after the test), so a run whose test
+    failed resumes at its last epoch instead of training again."""
     import mlflow
     from mmengine.runner import Runner
 
@@ -121,6 +123,7 @@ def train(spec: RunSpec, *, cfg=None, extra_tags: dict | None = None) -> Path:
     backends = [dict(type="LocalVisBackend")] + ([mlflow_vis_backend(spec)] if leader else [])
     cfg.vis_backends = backends
     cfg.visualizer.vis_backends = backends
+    own_visualizer(cfg)
     cfg.resume = resume
     if resume and leader:
         print(f"[dipkd] resuming {work_dir} from {latest_checkpoint(work_dir)}", flush=True)
@@ -150,7 +153,6 @@ def train(spec: RunSpec, *, cfg=None, extra_tags: dict | None = None) -> Path:
                  model_cfg=build_config(spec), train_cfg=cfg)
     tag_model(run_id, spec.model_path)
     write_curves(work_dir, spec.curves_path)
-    prune_work_dir(work_dir)
     print(f"[dipkd] wrote {spec.model_path} and {spec.curves_path}", flush=True)
     launch.finish()
     return spec.model_path

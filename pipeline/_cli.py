@@ -9,19 +9,22 @@ from pathlib import Path
 from dipkd import device_slots, launch
 from dipkd.code_deps import record_loaded_modules
 from dipkd.checkpoint import CorruptCheckpointError, UnsafeCheckpointError
-from dipkd.config.params import (ParamsError, load_params, parse_modules, requested_processes,
-                                 run_spec)
+from dipkd.config.params import (DISTILLED, ROLES, ParamsError, distill_spec, load_params,
+                                 parse_modules, requested_processes, run_spec)
 from dipkd.datasets.coco_layout import validate_layout
 from dipkd.models.pretrained import PretrainedWeightsError
 
 
-def run(main, description: str, *args_spec, scale_out: bool = False) -> None:
-    """Parse the stage's arguments, load params.yaml and call ``main(params, args)``.
+def run(main, description: str, *args_spec, scale_out: bool = False, then=None) -> None:
+    """Parse the stage's arguments, load params.yaml and call ``main(params, args)``, then
+    ``then(params, args)`` if given.
 
     ``scale_out=True`` (the training stages): with ``compute.gpus: N > 1`` the stage is not
     run here but re-executed in N processes under torchrun (:mod:`dipkd.launch`), after the
-    names and the dataset are checked, so bad input still gives a one-line error; the exit
-    code is torchrun's. Inside the workers (and with N <= 1) ``main`` runs as usual.
+    names and the dataset are checked, so bad input still gives a one-line error; a failure
+    exits with torchrun's code. Inside the workers (and with N <= 1) ``main`` runs as usual;
+    ``then`` runs once, in this process, after ``main`` succeeded in every worker (the
+    training stages' test of the exported model).
     """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--params", default="params.yaml")
@@ -40,8 +43,14 @@ def run(main, description: str, *args_spec, scale_out: bool = False) -> None:
             if launch.needs_launch(processes):
                 _check_training_inputs(params, args)
                 launch.check_devices(processes)
-                sys.exit(launch.relaunch(processes))
+                code = launch.relaunch(processes)
+                if code or then is None:
+                    sys.exit(code)
+                then(params, args)
+                return
         main(params, args)
+        if then is not None and not launch.in_worker():
+            then(params, args)
     except (ParamsError, FileNotFoundError, ValueError, PretrainedWeightsError,
             CorruptCheckpointError, UnsafeCheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -49,19 +58,34 @@ def run(main, description: str, *args_spec, scale_out: bool = False) -> None:
 
 
 def _check_training_inputs(params, args) -> None:
-    """Before launching workers: the dataset/detector(/seed) names and the dataset layout."""
-    spec = run_spec(params, "student", args.dataset, args.detector, getattr(args, "seed", None))
-    validate_layout(spec.dataset.root)
+    """Before launching workers: the run's names (:func:`run_of`) and the dataset layout."""
+    validate_layout(run_of(params, args).dataset.root)
 
 
+def run_of(params, args):
+    """The spec of the run :data:`RUN_ARGS` name (a teacher's seed is ``teacher_seed``, as
+    dvc.yaml passes it)."""
+    if args.role == DISTILLED:
+        return distill_spec(params, args.method or "dipkd", args.dataset, args.detector,
+                            args.seed, variant_overrides(args))
+    if args.method or args.modules or args.set:
+        raise ValueError(f"--method, --modules and --set are for --role {DISTILLED}, "
+                         f"not --role {args.role}")
+    return run_spec(params, args.role, args.dataset, args.detector, args.seed)
+
+
+ROLE = (("--role",), dict(required=True, choices=(*ROLES, DISTILLED)))
+METHOD = (("--method",), dict(default=None, help="the KD method of --role distilled "
+                                                 "(default dipkd)"))
 DATASET = (("--dataset",), dict(required=True))
 DETECTOR = (("--detector",), dict(required=True))
 SEED = (("--seed",), dict(type=int, default=None,
                           help="one of params.yaml's seeds (default: the first)"))
-# A DIPKD variant run (Tables 3-5): switch combination and/or overridden method params.
+# A DIPKD variant run (Tables 3-5): other modules on and/or overridden method params.
 MODULES = (("--modules",), dict(default=None, help="Table 3 modules on, e.g. sns_rit"))
 SET = (("--set",), dict(action="append", default=[], metavar="KEY=VALUE",
                         help="override one of the method's params (e.g. tau=0.75)"))
+RUN_ARGS = (ROLE, METHOD, DATASET, DETECTOR, SEED, MODULES, SET)   # one run, :func:`run_of`
 
 
 def variant_overrides(args) -> dict:

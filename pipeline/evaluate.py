@@ -1,19 +1,14 @@
-"""DVC stages ``evaluate*@...``: COCO metrics of a trained model (teacher, student, or a
-distilled student with ``--method``, and ``--modules``/``--set`` for a DIPKD variant)."""
-from dipkd.config.params import DISTILLED, distill_spec, run_spec
+"""Test a trained model again, without training: COCO metrics, detections and the MLflow
+``test/*`` metrics of the run the arguments name (the same arguments as
+``pipeline.train``; a colleague's model put at that run's path is logged as a new MLflow run).
+The training stages test their own model (``pipeline/train.py``); no stage calls this."""
 from dipkd.evaluation.run import evaluate
-from pipeline._cli import DATASET, DETECTOR, SEED, SET, MODULES, run, variant_overrides
+from pipeline._cli import RUN_ARGS, run, run_of
 
 
 def main(params, args):
-    if args.role == DISTILLED:
-        spec = distill_spec(params, args.method, args.dataset, args.detector, args.seed,
-                            variant_overrides(args))
-    else:
-        spec = run_spec(params, args.role, args.dataset, args.detector, args.seed)
-    evaluate(spec)
+    evaluate(run_of(params, args))
 
 
 if __name__ == "__main__":
-    run(main, __doc__, (("--role",), dict(required=True)),
-        (("--method",), dict(default="dipkd")), DATASET, DETECTOR, SEED, MODULES, SET)
+    run(main, __doc__, *RUN_ARGS)

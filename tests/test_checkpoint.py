@@ -94,7 +94,7 @@ def test_history_buffer_checkpoint_loads_in_a_fresh_process(tmp_path):
 
 
 def test_truncated_model_given_to_evaluation_is_one_line_naming_it(tmp_path, params):
-    """The evaluate stage on a cut-off model file: exit 2, one line naming the file."""
+    """Testing a cut-off model file (pipeline.evaluate): exit 2, one line naming the file."""
     import os
     import subprocess
     import sys

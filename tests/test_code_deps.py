@@ -97,10 +97,11 @@ def test_every_stage_depends_on_its_scripts_manifest_and_lists_no_source():
 
 def test_training_manifests_hold_what_the_old_lists_missed():
     """The drift the hand lists had: training imports dipkd/launch.py, dipkd/tracking/ and
-    dipkd/evaluation/metric.py; evaluation imports the config builder."""
-    train = set(manifest(REPO, "pipeline.train_teacher"))
+    dipkd/evaluation/metric.py; the test after training (evaluation/run.py) and the config
+    builder."""
+    train = set(manifest(REPO, "pipeline.train"))
     assert {"dipkd/launch.py", "dipkd/tracking/mlflow_runs.py", "dipkd/evaluation/metric.py",
-            "dipkd/training.py", "pipeline/train_teacher.py"} <= train
+            "dipkd/evaluation/run.py", "dipkd/training.py", "pipeline/train.py"} <= train
     assert "dipkd/reports/tables/table1.py" not in train and "dipkd/inference/infer.py" not in train
-    assert "dipkd/mmdet_config.py" in manifest(REPO, "pipeline.evaluate")
+    assert "dipkd/mmdet_config.py" in manifest(REPO, "pipeline.evaluate")   # no stage's
     assert "dipkd/reports/paper_values.yaml" in manifest(REPO, "pipeline.make_tables")

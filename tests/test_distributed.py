@@ -48,10 +48,10 @@ def test_worker_detection():
 
 
 def test_launch_command():
-    cmd = launch.launch_command(2, "pipeline.train_student",
+    cmd = launch.launch_command(2, "pipeline.train",
                                 ["--dataset", "ssdd", "--params", "p.yaml"], python="/py")
     assert cmd == ["/py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-                   "2", "-m", "pipeline.train_student", "--dataset", "ssdd", "--params",
+                   "2", "-m", "pipeline.train", "--dataset", "ssdd", "--params",
                    "p.yaml"]
 
 
@@ -69,8 +69,9 @@ def test_relaunch_prints_and_propagates_exit_code(monkeypatch, capsys):
     assert launch.relaunch(2, module="pipeline.x", argv=[]) == 128 + signal.SIGTERM
 
 
-def _stage(monkeypatch, write_params, params, gpus, env=None):
-    """Call ``pipeline._cli.run`` like a training stage; record main / relaunch calls."""
+def _stage(monkeypatch, write_params, params, gpus, env=None, torchrun_code=7):
+    """Call ``pipeline._cli.run`` like a training stage; record main / relaunch / then
+    (the test after training) calls."""
     from pipeline import _cli
     if gpus is None:
         params.pop("compute", None)
@@ -78,10 +79,11 @@ def _stage(monkeypatch, write_params, params, gpus, env=None):
         params["compute"] = {"gpus": gpus}
     path = write_params(params)
     calls = []
-    monkeypatch.setattr(launch, "relaunch", lambda n: calls.append(("relaunch", n)) or 7)
+    monkeypatch.setattr(launch, "relaunch",
+                        lambda n: calls.append(("relaunch", n)) or torchrun_code)
     monkeypatch.setattr(_cli, "_check_training_inputs", lambda p, a: None)
     monkeypatch.setattr(launch, "die_with_launcher", lambda: calls.append(("bound",)))
-    monkeypatch.setattr(sys, "argv", ["train_student", "--params", str(path),
+    monkeypatch.setattr(sys, "argv", ["train", "--params", str(path),
                                       "--dataset", "ssdd", "--detector", "retinanet"])
     for name in launch.WORKER_VARS + ("RANK",):
         monkeypatch.delenv(name, raising=False)
@@ -90,7 +92,8 @@ def _stage(monkeypatch, write_params, params, gpus, env=None):
     code = None
     try:
         _cli.run(lambda p, a: calls.append(("main", a.dataset)), "doc", _cli.DATASET,
-                 _cli.DETECTOR, scale_out=True)
+                 _cli.DETECTOR, scale_out=True,
+                 then=lambda p, a: calls.append(("then", a.dataset)))
     except SystemExit as exc:
         code = exc.code
     return calls, code
@@ -99,18 +102,21 @@ def _stage(monkeypatch, write_params, params, gpus, env=None):
 @pytest.mark.parametrize("gpus", [None, 0, 1])
 def test_single_process_runs_in_place(monkeypatch, write_params, params, gpus):
     calls, code = _stage(monkeypatch, write_params, params, gpus)
-    assert calls == [("main", "ssdd")] and code is None
+    assert calls == [("main", "ssdd"), ("then", "ssdd")] and code is None
 
 
 def test_n_processes_relaunch_under_torchrun(monkeypatch, write_params, params):
     calls, code = _stage(monkeypatch, write_params, params, 2)
     assert calls == [("relaunch", 2)] and code == 7  # torchrun's exit code is the stage's
+    # the test after training runs once, in the launching process, when every worker succeeded
+    calls, code = _stage(monkeypatch, write_params, params, 2, torchrun_code=0)
+    assert calls == [("relaunch", 2), ("then", "ssdd")] and code is None
 
 
 def test_workers_train_instead_of_relaunching(monkeypatch, write_params, params):
     calls, code = _stage(monkeypatch, write_params, params, 2,
                          env={"LOCAL_RANK": "0", "RANK": "0", "WORLD_SIZE": "2"})
-    assert calls == [("bound",), ("main", "ssdd")] and code is None
+    assert calls == [("bound",), ("main", "ssdd")] and code is None   # no test in a worker
 
 
 def test_bad_input_fails_before_launching(tmp_path, monkeypatch, params):
@@ -121,8 +127,8 @@ def test_bad_input_fails_before_launching(tmp_path, monkeypatch, params):
     for name in launch.WORKER_VARS:
         env.pop(name, None)
     for detector, message in (("yolo", "unknown detector 'yolo'"), ("retinanet", "data/ssdd")):
-        proc = subprocess.run([sys.executable, "-m", "pipeline.train_student", "--dataset",
-                               "ssdd", "--detector", detector], cwd=tmp_path, env=env,
+        proc = subprocess.run([sys.executable, "-m", "pipeline.train", "--role", "student",
+                               "--dataset", "ssdd", "--detector", detector], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 2, proc.stderr
         assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
@@ -257,11 +263,12 @@ def test_two_process_cpu_training(tmp_path, params):
     store.parent.mkdir()
     env = _env(tmp_path, MLFLOW_TRACKING_URI=f"sqlite:///{store}")
     start = time.time()
-    out = _run(tmp_path, env, "pipeline.train_student", "--dataset", "ssdd", "--detector", det)
+    out = _run(tmp_path, env, "pipeline.train", "--role", "student", "--dataset", "ssdd",
+               "--detector", det)
     trained = time.time() - start
     log = out.stdout + out.stderr
     assert "launching 2 training processes (gloo)" in log
-    assert "--nproc_per_node 2 -m pipeline.train_student" in log
+    assert "--nproc_per_node 2 -m pipeline.train --role student" in log
     assert f"rank 0/2 (gloo): training student/{spec.key}" in log
     assert f"rank 1/2 (gloo): training student/{spec.key}" in log
 
@@ -276,10 +283,10 @@ def test_two_process_cpu_training(tmp_path, params):
     assert model.dataset_meta["classes"] == ("ship",)
     assert not (tmp_path / ".dist_test").exists()  # results collected inside the work dir
 
-    _run(tmp_path, env, "pipeline.evaluate", "--role", "student", "--dataset", "ssdd",
-         "--detector", det)
+    # the launching process tested the model once the workers had finished
     metrics = json.loads((tmp_path / spec.metrics_path).read_text())
     assert set(metrics["metrics"]) >= {"mAP", "AP50", "mAR"}
+    assert not (tmp_path / spec.work_dir / "last_checkpoint").exists()   # pruned after it
 
     assert not (tmp_path / "mlflow.db").exists()  # every process used MLFLOW_TRACKING_URI
     import mlflow
@@ -305,7 +312,7 @@ def test_killed_two_process_training_resumes(tmp_path, params):
     run from the last checkpoint."""
     spec = _workspace(tmp_path, params, epochs=3)
     env = _env(tmp_path)
-    cmd = [sys.executable, "-m", "pipeline.train_student", "--dataset", "ssdd",
+    cmd = [sys.executable, "-m", "pipeline.train", "--role", "student", "--dataset", "ssdd",
            "--detector", "retinanet"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)

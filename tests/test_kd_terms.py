@@ -227,8 +227,9 @@ def test_distillation_run_logs_kd_grad_metrics_to_mlflow(tmp_path, params):
     torch.save({"state_dict": teacher_state, "meta": {}},
                ws / "models/teacher/ssdd-retinanet-seed0.pth")
     env = dict(os.environ, PYTHONPATH=str(REPO), DVC_ROOT=str(ws))
-    proc = subprocess.run([sys.executable, "-m", "pipeline.distill", "--method", "fitnet",
-                           "--dataset", "ssdd", "--detector", "retinanet"], cwd=ws, env=env,
+    proc = subprocess.run([sys.executable, "-m", "pipeline.train", "--role", "distilled",
+                           "--method", "fitnet", "--dataset", "ssdd", "--detector", "retinanet"],
+                          cwd=ws, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     import mlflow

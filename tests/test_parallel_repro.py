@@ -13,21 +13,18 @@ from dipkd import device_slots
 from dipkd.parallel_repro import (ParallelReproError, plan_waves, queue_states,
                                   restrict_to, worker_environment)
 
-# A two-dataset, one-detector slice of dvc.yaml's graph (stage -> the stages it depends on).
+# A two-dataset, one-detector slice of dvc.yaml's graph (stage -> the stages it depends on);
+# teacher a serves two distillations, teacher b one.
 GRAPH = {
     "prepare@a": set(), "prepare@b": set(), "processes": set(),
     "train_teacher@a": {"prepare@a", "processes"},
     "train_teacher@b": {"prepare@b", "processes"},
     "train_student@a-0": {"prepare@a", "processes"},
     "distill@a-0": {"prepare@a", "processes", "train_teacher@a"},
+    "distill@a-1": {"prepare@a", "processes", "train_teacher@a"},
     "distill@b-0": {"prepare@b", "processes", "train_teacher@b"},
-    "evaluate_teacher@a": {"train_teacher@a", "prepare@a"},
-    "evaluate_teacher@b": {"train_teacher@b", "prepare@b"},
-    "evaluate@a-0": {"train_student@a-0", "prepare@a"},
-    "evaluate_distilled@a-0": {"distill@a-0", "prepare@a"},
-    "evaluate_distilled@b-0": {"distill@b-0", "prepare@b"},
-    "tables": {"evaluate_teacher@a", "evaluate_teacher@b", "evaluate@a-0",
-               "evaluate_distilled@a-0", "evaluate_distilled@b-0"},
+    "tables": {"train_teacher@a", "train_teacher@b", "train_student@a-0", "distill@a-0",
+               "distill@a-1", "distill@b-0"},
     "figures": {"train_student@a-0", "distill@a-0", "prepare@a"},
 }
 
@@ -36,15 +33,16 @@ def test_waves_run_shared_stages_first_and_each_training_once():
     waves = plan_waves(GRAPH)
     targets = [[job.target for job in wave] for wave in waves]
     assert targets == [
-        ["prepare@a", "prepare@b", "processes"],
-        ["evaluate@a-0", "train_teacher@a", "train_teacher@b"],   # students need no teacher
-        ["evaluate_distilled@a-0", "evaluate_distilled@b-0", "evaluate_teacher@a",
-         "evaluate_teacher@b"],
+        ["prepare@a", "processes"],
+        # students need no teacher; a teacher only one job needs is that job's own stage
+        ["distill@b-0", "train_student@a-0", "train_teacher@a"],
+        ["distill@a-0", "distill@a-1"],
     ]
     jobs = {job.target: job for wave in waves for job in wave}
-    assert jobs["evaluate@a-0"].own == {"evaluate@a-0", "train_student@a-0"}
-    assert jobs["evaluate_distilled@a-0"].own == {"evaluate_distilled@a-0", "distill@a-0"}
-    assert jobs["evaluate_distilled@a-0"].needs == {"prepare@a", "processes", "train_teacher@a"}
+    assert jobs["train_student@a-0"].own == {"train_student@a-0"}
+    assert jobs["distill@b-0"].own == {"distill@b-0", "train_teacher@b", "prepare@b"}
+    assert jobs["distill@a-0"].own == {"distill@a-0"}
+    assert jobs["distill@a-0"].needs == {"prepare@a", "processes", "train_teacher@a"}
     # every stage but the sinks is run by exactly one job
     owned = [s for job in jobs.values() for s in job.own]
     assert sorted(owned) == sorted(set(GRAPH) - {"tables", "figures"})
@@ -58,10 +56,8 @@ def test_a_graph_of_independent_stages_is_one_wave():
 def test_targets_keep_what_they_need():
     """`dipkd repro --jobs N TARGET...` plans what `dvc repro TARGET...` runs: the targets
     (a foreach group by its name) and their upstream stages, nothing else."""
-    sub = restrict_to(GRAPH, ["evaluate_teacher"])
-    assert sub == {"evaluate_teacher@a": {"train_teacher@a", "prepare@a"},
-                   "evaluate_teacher@b": {"train_teacher@b", "prepare@b"},
-                   "train_teacher@a": {"prepare@a", "processes"},
+    sub = restrict_to(GRAPH, ["train_teacher"])
+    assert sub == {"train_teacher@a": {"prepare@a", "processes"},
                    "train_teacher@b": {"prepare@b", "processes"},
                    "prepare@a": set(), "prepare@b": set(), "processes": set()}
     assert "figures" not in restrict_to(GRAPH, ["tables"])

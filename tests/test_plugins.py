@@ -58,7 +58,7 @@ assert REAL_SOURCES["sar-ship-v2"].published["images"] == 43819 and "sar-ship-v2
 """
 
 CASES = {   # folder, new module, what must hold, a stage whose manifest must list it
-    "method": ("dipkd/baselines", NEW_METHOD, METHOD_CHECK, "pipeline.distill"),
+    "method": ("dipkd/baselines", NEW_METHOD, METHOD_CHECK, "pipeline.train"),
     "table": ("dipkd/reports/tables", NEW_TABLE, TABLE_CHECK, "pipeline.make_tables"),
     "source": ("dipkd/datasets/sources", NEW_SOURCE, SOURCE_CHECK, "pipeline.prepare_data"),
 }

@@ -1,44 +1,31 @@
-"""RunSpec is the one source of the run paths: every training and evaluation stage of
-dvc.yaml (as DVC resolves it from params.yaml) declares exactly the paths RunSpec gives the
-run its command names."""
+"""RunSpec is the one source of the run paths: every training stage of dvc.yaml (as DVC
+resolves it from params.yaml) declares exactly the paths RunSpec gives the run its command
+names; the stage script's arguments name the run as pipeline._cli.run_of reads them."""
+import argparse
 import shlex
 from pathlib import Path
 
 import pytest
 import yaml
 
-from dipkd.config.params import distill_spec, run_spec
+from dipkd.config.params import load_params, run_spec
+from pipeline._cli import RUN_ARGS, run_of
 
 REPO = Path(__file__).resolve().parents[1]
-TRAINING = {"pipeline.train_teacher": "teacher", "pipeline.train_student": "student",
-            "pipeline.distill": "distilled"}
 
 
-def _args(cmd: str) -> tuple[str, dict]:
+def _parser():
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    for names, kwargs in RUN_ARGS:
+        parser.add_argument(*names, **kwargs)
+    return parser
+
+
+def _run_args(cmd: str):
+    """The stage command's module and its arguments as the stage script parses them."""
     words = shlex.split(cmd)
     module = words[words.index("-m") + 1]
-    args, key = {"set": []}, None
-    for word in words[words.index("-m") + 2:]:
-        if word.startswith("--"):
-            key = word[2:]
-        elif key == "set":
-            args["set"].append(word)
-        else:
-            args[key] = word
-    return module, args
-
-
-def _spec(params, module, args):
-    seed = int(args["seed"]) if "seed" in args else None
-    role = TRAINING.get(module) or args["role"]
-    if role != "distilled":
-        return run_spec(params, role, args["dataset"], args["detector"], seed)
-    overrides = dict(item.split("=", 1) for item in args["set"])
-    if "modules" in args:
-        from dipkd.config.params import parse_modules
-        overrides = {**parse_modules(args["modules"]), **overrides}
-    return distill_spec(params, args.get("method", "dipkd"), args["dataset"],
-                        args["detector"], seed, overrides)
+    return module, _parser().parse_args(words[words.index("-m") + 2:])
 
 
 @pytest.fixture(scope="module")
@@ -50,25 +37,38 @@ def stages():
 
 
 def test_every_run_stage_declares_runspecs_paths(stages):
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = load_params(REPO / "params.yaml")
     checked = 0
     for name, cmd, outs, deps in stages:
-        module, args = _args(cmd)
-        if module in TRAINING:
-            spec = _spec(params, module, args)
-            expected = {str(spec.model_path), str(spec.model_path.with_suffix(".py")),
-                        str(spec.curves_path)}
-            assert set(outs) == expected, name
-            assert outs[str(spec.curves_path)].plot, name
-            if spec.role == "distilled":
-                teacher = run_spec(params, "teacher", spec.dataset.name, spec.detector)
-                assert str(teacher.model_path) in deps, name
-        elif module == "pipeline.evaluate":
-            spec = _spec(params, module, args)
-            assert set(outs) == {str(spec.metrics_path), str(spec.detections_path)}, name
-            assert outs[str(spec.metrics_path)].metric, name
-            assert str(spec.model_path) in deps, name
-        else:
+        if " pipeline.train " not in cmd:
             continue
+        _, args = _run_args(cmd)
+        spec = run_of(params, args)
+        expected = {str(spec.model_path), str(spec.model_path.with_suffix(".py")),
+                    str(spec.curves_path), str(spec.metrics_path), str(spec.detections_path)}
+        assert set(outs) == expected, name
+        assert outs[str(spec.curves_path)].plot, name
+        assert outs[str(spec.metrics_path)].metric, name
+        if spec.role == "distilled":
+            teacher = run_spec(params, "teacher", spec.dataset.name, spec.detector)
+            assert str(teacher.model_path) in deps, name
+        else:
+            assert not [d for d in deps if d.startswith("models/")], name
         checked += 1
-    assert checked >= 40      # the default matrix: 18 trainings + 22 evaluations and more
+    assert checked >= 18      # the default matrix: 18 training runs and more
+
+
+def test_run_arguments_are_checked(params):
+    parse = _parser().parse_args
+    student = run_of(params, parse(["--role", "student", "--dataset", "ssdd",
+                                    "--detector", "retinanet"]))
+    assert student.role == "student" and not student.variant
+    distilled = run_of(params, parse(["--role", "distilled", "--dataset", "ssdd",
+                                      "--detector", "retinanet", "--set", "tau=0.75"]))
+    assert distilled.method == "dipkd" and distilled.variant == "tau0.75"
+    with pytest.raises(ValueError, match="--method, --modules and --set are for --role "
+                                         "distilled, not --role teacher"):
+        run_of(params, parse(["--role", "teacher", "--method", "fgd", "--dataset", "ssdd",
+                              "--detector", "retinanet"]))
+    with pytest.raises(argparse.ArgumentError, match="invalid choice: 'distiled'"):
+        parse(["--role", "distiled", "--dataset", "ssdd", "--detector", "retinanet"])

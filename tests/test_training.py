@@ -1,7 +1,8 @@
 """Training and evaluation through the stage scripts on a tiny synthetic dataset (slow).
 
-Covers: a real mmdet run end to end with MLflow tracking, resume after a killed run, and
-identical metrics for the same seed on CPU.
+Covers: a real mmdet run end to end (train, export, test) with MLflow tracking, resume after a
+killed run, a failed test that is rerun without training again, and identical metrics for the
+same seed on CPU.
 """
 import json
 import os
@@ -39,12 +40,17 @@ def _mlflow_runs(cwd):
 
 def test_train_evaluate_and_track(tmp_path, params):
     ws = tiny_workspace(tmp_path, params, epochs=2)
-    out = _run(ws, "pipeline.train_student", "--dataset", "ssdd", "--detector", "retinanet")
+    out = _run(ws, "pipeline.train", "--role", "student", "--dataset", "ssdd",
+               "--detector", "retinanet")
     assert (ws / "models/student/ssdd-retinanet-seed0.pth").is_file()
+    metrics_file = ws / "metrics/student/ssdd-retinanet-seed0.json"
+    metrics = json.loads(metrics_file.read_text())     # the stage tested its model
+    assert set(metrics["metrics"]) >= {"mAP", "AP50", "mAR", "ARl"}
+    assert json.loads((ws / "detections/student/ssdd-retinanet-seed0.json").read_text())
+    # testing again without training (pipeline.evaluate) gives the same numbers
     _run(ws, "pipeline.evaluate", "--role", "student", "--dataset", "ssdd",
          "--detector", "retinanet")
-    metrics = json.loads((ws / "metrics/student/ssdd-retinanet-seed0.json").read_text())
-    assert set(metrics["metrics"]) >= {"mAP", "AP50", "mAR", "ARl"}
+    assert json.loads(metrics_file.read_text()) == metrics
     work = ws / "runs/student/ssdd-retinanet-seed0"
     assert not list(work.glob("epoch_*.pth")) and not (work / "last_checkpoint").exists()
     curves = json.loads((ws / "plots/student/ssdd-retinanet-seed0.json").read_text())
@@ -77,7 +83,7 @@ def test_train_evaluate_and_track(tmp_path, params):
 def test_killed_training_resumes_from_last_checkpoint(tmp_path, params):
     ws = tiny_workspace(tmp_path, params, epochs=3)
     env = dict(os.environ, PYTHONPATH=str(REPO), DVC_ROOT=str(ws))
-    cmd = [sys.executable, "-m", "pipeline.train_student", "--dataset", "ssdd",
+    cmd = [sys.executable, "-m", "pipeline.train", "--role", "student", "--dataset", "ssdd",
            "--detector", "retinanet"]
     proc = subprocess.Popen(cmd, cwd=ws, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
@@ -102,14 +108,46 @@ def test_killed_training_resumes_from_last_checkpoint(tmp_path, params):
     assert meta["mlflow_run_id"] == run_id["run_id"]  # the same MLflow run continued
 
 
+def test_failed_test_is_rerun_without_training_again(tmp_path, params, monkeypatch, capfd):
+    """The training stage tests its model after exporting it; when the test fails the stage
+    fails but keeps the checkpoints, and running it again (DVC removed its outputs) resumes at
+    the last epoch, trains nothing, exports, tests and only then prunes the work dir."""
+    import pipeline.train as stage
+    from pipeline._cli import RUN_ARGS, run
+
+    ws = tiny_workspace(tmp_path, params, epochs=1)
+    monkeypatch.chdir(ws)
+    monkeypatch.setenv("DVC_ROOT", str(ws))
+    monkeypatch.setattr(sys, "argv", ["train", "--role", "student", "--dataset", "ssdd",
+                                      "--detector", "retinanet"])
+
+    def broken_test(spec):
+        raise RuntimeError("test split unreadable")
+    monkeypatch.setattr(stage, "evaluate", broken_test)
+    with pytest.raises(RuntimeError, match="unreadable"):
+        run(stage.main, "", *RUN_ARGS, scale_out=True, then=stage.test)
+    model = ws / "models/student/ssdd-retinanet-seed0.pth"
+    work = ws / "runs/student/ssdd-retinanet-seed0"
+    assert model.is_file() and (work / "last_checkpoint").exists()
+    assert not (ws / "metrics/student/ssdd-retinanet-seed0.json").exists()
+    capfd.readouterr()
+
+    model.unlink()                      # what `dvc repro` does before running the stage again
+    out = _run(ws, "pipeline.train", "--role", "student", "--dataset", "ssdd",
+               "--detector", "retinanet")
+    log = out.stdout + out.stderr
+    assert "resuming" in log and "Epoch(train)" not in log, log[-3000:]
+    assert model.is_file() and (ws / "metrics/student/ssdd-retinanet-seed0.json").is_file()
+    assert not (work / "last_checkpoint").exists() and not list(work.glob("epoch_*.pth"))
+
+
 def test_same_seed_same_metrics(tmp_path, params):
     results = []
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
         ws = tiny_workspace(tmp_path / name, yaml.safe_load(yaml.safe_dump(params)),
                             detector="faster_rcnn", epochs=1)
-        _run(ws, "pipeline.train_teacher", "--dataset", "ssdd", "--detector", "faster_rcnn")
-        _run(ws, "pipeline.evaluate", "--role", "teacher", "--dataset", "ssdd",
+        _run(ws, "pipeline.train", "--role", "teacher", "--dataset", "ssdd",
              "--detector", "faster_rcnn")
         results.append(json.loads((ws / "metrics/teacher/ssdd-faster_rcnn-seed0.json").read_text()))
     assert results[0]["metrics"] == results[1]["metrics"]
@@ -118,7 +156,7 @@ def test_same_seed_same_metrics(tmp_path, params):
 def test_bad_names_give_one_line_errors(tmp_path, params):
     params["detectors"] = ["yolo"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    proc = _run(tmp_path, "pipeline.train_teacher", "--dataset", "ssdd", "--detector", "yolo",
+    proc = _run(tmp_path, "pipeline.train", "--role", "teacher", "--dataset", "ssdd", "--detector", "yolo",
                 check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("error: unknown detector 'yolo'; valid: faster_rcnn, "
@@ -128,7 +166,7 @@ def test_bad_names_give_one_line_errors(tmp_path, params):
 
 def test_missing_data_is_reported(tmp_path, params):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    proc = _run(tmp_path, "pipeline.train_teacher", "--dataset", "ssdd",
+    proc = _run(tmp_path, "pipeline.train", "--role", "teacher", "--dataset", "ssdd",
                 "--detector", "retinanet", check=False)
     assert proc.returncode == 2
     assert "data/ssdd" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

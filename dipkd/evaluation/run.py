@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import safe_load
-from ..mmdet_config import build_config
+from ..mmdet_config import build_config, own_visualizer
 from ..config.params import RunSpec
 from ..datasets.coco_layout import validate_layout
 from .coco_eval import METRIC_NAMES, write_metrics_json
@@ -34,6 +34,7 @@ def test_model(spec: RunSpec, model_path: Path, cfg=None,
     cfg.work_dir = str(work_dir)
     cfg.load_from = str(model_path)
     cfg.resume = False
+    own_visualizer(cfg)
     if detections_out is not None:
         cfg.test_evaluator["detections_out"] = str(detections_out)
     runner = Runner.from_cfg(cfg)

@@ -35,8 +35,8 @@ def read_metrics(metrics_dir: Path, group: str, key: str) -> dict:
     blank or a made-up number."""
     path = Path(metrics_dir) / group / f"{key}.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no metrics for {group} {key}; run its evaluate "
-                                "stage first")
+        raise FileNotFoundError(f"{path}: no metrics for {group} {key}; run its training "
+                                "stage first (it tests the model)")
     return json.loads(path.read_text())["metrics"]
 
 

@@ -1,6 +1,6 @@
 """"Δ vs student" of the tables' distilled rows: the paired bootstrap
 (:mod:`dipkd.evaluation.bootstrap`) of a distilled model's runs against the student's runs of
-the same dataset and detector, from the detections the evaluate stages saved
+the same dataset and detector, from the detections the training stages saved when testing
 (:attr:`RunSpec.detections_path`) and the test split's ground truth.
 
 Paths are resolved under ``base`` (the project root; tests pass a temporary one): the
@@ -25,7 +25,7 @@ def per_image_eval(spec, base: Path = Path(".")) -> PerImageEval:
     path = Path(base) / spec.detections_path
     if not path.is_file():
         raise FileNotFoundError(f"{path}: detections of {spec.group}/{spec.run_key} missing; "
-                                f"run its evaluate stage (dvc repro)")
+                                f"run its training stage (dvc repro)")
     gt = Path(base) / spec.dataset.root / "annotations" / "test.json"
     return _per_image(str(path), str(gt), path.stat().st_mtime)
 

@@ -8,7 +8,7 @@ a temporary copy, lands in the same store) and the current directory otherwise.
 Training runs log through mmengine's own ``MLflowVisBackend`` (losses per logging step,
 validation metrics per epoch, the config); the stage opens the run first, so the backend
 logs into it, and records the run id next to its outputs so that resuming a killed training
-and the later evaluation stage continue the same run.
+and the test after training (also ``pipeline.evaluate`` later) continue the same run.
 
 What a user comparing runs sees (``mlflow ui``):
 
