@@ -10,15 +10,12 @@ REPO = Path(__file__).resolve().parents[1]
 def _matrix_runs(params):
     """Every training run of dvc.yaml's matrix, as RunSpecs (from the stage commands)."""
     from dvc.repo import Repo
-    from test_stage_paths import TRAINING, _args, _spec
+    from pipeline._cli import run_of
+    from test_stage_paths import _run_args
     with Repo(str(REPO)) as repo:
         commands = [s.cmd for s in repo.index.stages]
-    specs = []
-    for cmd in commands:
-        module, args = _args(cmd)
-        if module in TRAINING:
-            specs.append(_spec(params, module, args))
-    return specs
+    return [run_of(params, _run_args(cmd)[1]) for cmd in commands
+            if " pipeline.train " in cmd]
 
 
 def test_tables_in_order_with_one_interface():
