@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import inspect
 import itertools
-import os
 from pathlib import Path
 
 from mmengine.config import Config
@@ -206,4 +205,4 @@ def own_visualizer(cfg) -> None:
     second Runner under mmdet's fixed name ``visualizer`` (the test after training, in the
     same process) would get the first one back, with the training's backends (its MLflow
     run). Set after the config fingerprint is taken; exported configs keep ``visualizer``."""
-    cfg.visualizer["name"] = f"visualizer-{os.getpid()}-{next(_runners)}"
+    cfg.visualizer["name"] = f"visualizer-{next(_runners)}"

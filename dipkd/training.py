@@ -2,9 +2,9 @@
 
 A training stage is resumable: its work dir keeps mmengine's epoch checkpoints, and running
 the stage again after a kill resumes from ``last_checkpoint``; once the model is exported and
-tested the stage deletes the checkpoints (:func:`prune_work_dir`, ``pipeline/train.py``). The work dir is stamped with a
-fingerprint of the config and the data; a stale work dir (other params or data) is cleared
-rather than resumed. The result is a plain mmdet checkpoint (``state_dict`` + ``meta`` with
+tested the stage deletes the checkpoints (:func:`prune_work_dir`, ``pipeline/train.py``).
+The work dir is stamped with a fingerprint of the config and the data; a stale work dir
+(other params or data) is cleared rather than resumed. The result is a plain mmdet checkpoint (``state_dict`` + ``meta`` with
 its mmdet config, :mod:`dipkd.export`) that mmdet loads without dipkd, written atomically to
 ``spec.model_path`` with its config file beside it, and the training
 curves (loss and validation mAP per epoch) go to ``spec.curves_path`` for ``dvc plots``.

@@ -26,11 +26,7 @@ def run(main, description: str, *args_spec, scale_out: bool = False, then=None) 
     ``then`` runs once, in this process, after ``main`` succeeded in every worker (the
     training stages' test of the exported model).
     """
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--params", default="params.yaml")
-    for names, kwargs in args_spec:
-        parser.add_argument(*names, **kwargs)
-    args = parser.parse_args()
+    args = parser(description, *args_spec).parse_args()
     record_loaded_modules(Path(__file__).resolve().parents[1])   # tests only (code_deps)
     if scale_out and launch.in_worker():
         launch.die_with_launcher()
@@ -55,6 +51,15 @@ def run(main, description: str, *args_spec, scale_out: bool = False, then=None) 
             CorruptCheckpointError, UnsafeCheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+def parser(description: str, *args_spec) -> argparse.ArgumentParser:
+    """The stage's argument parser: ``--params`` and the given ``(names, kwargs)`` specs."""
+    out = argparse.ArgumentParser(description=description)
+    out.add_argument("--params", default="params.yaml")
+    for names, kwargs in args_spec:
+        out.add_argument(*names, **kwargs)
+    return out
 
 
 def _check_training_inputs(params, args) -> None:

@@ -48,5 +48,9 @@ def test(params, args):
     prune_work_dir(spec.work_dir)
 
 
-if __name__ == "__main__":
+def cli():
     run(main, __doc__, *RUN_ARGS, scale_out=True, then=test)
+
+
+if __name__ == "__main__":
+    cli()

@@ -6,26 +6,24 @@ import shlex
 from pathlib import Path
 
 import pytest
-import yaml
 
 from dipkd.config.params import load_params, run_spec
-from pipeline._cli import RUN_ARGS, run_of
+from pipeline._cli import RUN_ARGS, parser, run_of
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _parser():
-    parser = argparse.ArgumentParser(exit_on_error=False)
-    for names, kwargs in RUN_ARGS:
-        parser.add_argument(*names, **kwargs)
-    return parser
+    """pipeline.train's parser, raising instead of exiting on bad input."""
+    out = parser("", *RUN_ARGS)
+    out.exit_on_error = False
+    return out
 
 
 def _run_args(cmd: str):
-    """The stage command's module and its arguments as the stage script parses them."""
+    """The stage command's arguments as the stage script parses them."""
     words = shlex.split(cmd)
-    module = words[words.index("-m") + 1]
-    return module, _parser().parse_args(words[words.index("-m") + 2:])
+    return _parser().parse_args(words[words.index("-m") + 2:])
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +40,7 @@ def test_every_run_stage_declares_runspecs_paths(stages):
     for name, cmd, outs, deps in stages:
         if " pipeline.train " not in cmd:
             continue
-        _, args = _run_args(cmd)
+        args = _run_args(cmd)
         spec = run_of(params, args)
         expected = {str(spec.model_path), str(spec.model_path.with_suffix(".py")),
                     str(spec.curves_path), str(spec.metrics_path), str(spec.detections_path)}

@@ -14,7 +14,7 @@ def _matrix_runs(params):
     from test_stage_paths import _run_args
     with Repo(str(REPO)) as repo:
         commands = [s.cmd for s in repo.index.stages]
-    return [run_of(params, _run_args(cmd)[1]) for cmd in commands
+    return [run_of(params, _run_args(cmd)) for cmd in commands
             if " pipeline.train " in cmd]
 
 

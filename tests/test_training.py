@@ -115,7 +115,6 @@ def test_failed_test_is_rerun_without_training_again(tmp_path, params, monkeypat
     fails but keeps the checkpoints, and running it again (DVC removed its outputs) resumes at
     the last epoch, trains nothing, exports, tests and only then prunes the work dir."""
     import pipeline.train as stage
-    from pipeline._cli import RUN_ARGS, run
 
     ws = tiny_workspace(tmp_path, params, epochs=1)
     monkeypatch.chdir(ws)
@@ -127,7 +126,7 @@ def test_failed_test_is_rerun_without_training_again(tmp_path, params, monkeypat
         raise RuntimeError("test split unreadable")
     monkeypatch.setattr(stage, "evaluate", broken_test)
     with pytest.raises(RuntimeError, match="unreadable"):
-        run(stage.main, "", *RUN_ARGS, scale_out=True, then=stage.test)
+        stage.cli()
     model = ws / "models/student/ssdd-retinanet-seed0.pth"
     work = ws / "runs/student/ssdd-retinanet-seed0"
     assert model.is_file() and (work / "last_checkpoint").exists()
