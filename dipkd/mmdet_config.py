@@ -133,8 +133,9 @@ def kd_loss_cfg(method: str, method_params: dict) -> dict:
     registered KD loss the params name (``methods.<name>.type``,
     :mod:`dipkd.kd.methods`), the other params its arguments, except the distiller's own
     keys (:data:`DISTILLER_KEYS`). A loss with per-level blocks (a ``num_levels``
-    argument) gets one per distilled level, one with a ``num_classes`` argument the
-    dataset's classes."""
+    argument) gets them for FPN levels 0 up to the last distilled one (they are indexed by
+    FPN level, :class:`dipkd.kd.feature_kd.FeatureKDLoss`), one with a ``num_classes``
+    argument the dataset's classes."""
     from .kd.methods import method_class
     loss_type = method_class(method, {"methods": {method: method_params}}).__name__
     kd_loss = dict(type=loss_type, **{k: v for k, v in method_params.items()
@@ -144,7 +145,7 @@ def kd_loss_cfg(method: str, method_params: dict) -> dict:
         kd_loss["num_classes"] = len(CLASSES)
     levels = method_params.get("fpn_levels")
     if levels is not None and "num_levels" in args:
-        kd_loss["num_levels"] = len(levels)
+        kd_loss["num_levels"] = max(levels) + 1
     return kd_loss
 
 

@@ -11,6 +11,7 @@ from torch import nn
 from dipkd.baselines import (ARSDLoss, DeFeatLoss, FGDLoss, FKDLoss, FRSLoss, IFKDLoss, MGDLoss,
                              TWALoss)
 from dipkd.baselines.defeat import assign_levels, defeat_gt_mask
+from dipkd.kd.dipkd_loss import DIPKDLoss
 
 
 class _Sample:
@@ -79,7 +80,7 @@ def test_defeat_reads_the_fpn_levels_it_is_given():
     t[0][0, :, 2:15, 1:15] = 1.0               # exactly the level-1 box's cells
     t[1][0, :, 0:15, 0:15] = 1.0               # exactly the level-2 box's cells
     s = [torch.zeros_like(x) for x in t]
-    out = _defeat(num_levels=2)(s, t, boxes, (256, 256), prior_generator=_Strides(),
+    out = _defeat(num_levels=3)(s, t, boxes, (256, 256), prior_generator=_Strides(),
                                 fpn_levels=[1, 2])
     # per level fg = C |M| / (2 C |M|) = 0.5 and bg = 0 (the teacher is zero off the boxes);
     # the sum over the two levels divided by the number of levels
@@ -364,3 +365,62 @@ def test_params_give_each_baseline_its_reference_levels(params):
                 assert len(getattr(loss, blocks)) == len(levels), (method, blocks)
     arsd = params["methods"]["arsd"]
     assert arsd["mask_rule"] == "scale" and arsd["area_weighting"] is False
+
+
+# ------------------------------------------------------ per-level modules by FPN index
+
+PER_LEVEL = {
+    "defeat": lambda: DeFeatLoss(num_levels=4, student_channels=8, teacher_channels=8),
+    "fgd": lambda: FGDLoss(num_levels=4, student_channels=8, teacher_channels=8),
+    "mgd": lambda: MGDLoss(num_levels=4, student_channels=8, teacher_channels=8),
+    "twa": lambda: TWALoss(num_levels=4, student_channels=8, teacher_channels=8),
+    "fkd": lambda: FKDLoss(num_levels=4, student_channels=8, teacher_channels=8),
+    "frs": lambda: FRSLoss(num_levels=4, student_channels=8, teacher_channels=8),
+    "dipkd": lambda: DIPKDLoss(num_levels=4, student_channels=8, teacher_channels=8,
+                               score_channels=3, mask_rate=1.0),
+}
+
+
+def _per_level_lists(loss, n):
+    """Every ModuleList of ``loss`` with one entry per FPN level (``n`` entries)."""
+    return {name: m for name, m in loss.named_modules()
+            if isinstance(m, nn.ModuleList) and len(m) == n}
+
+
+def _trained(module) -> bool:
+    return any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+
+
+@pytest.mark.parametrize("method", sorted(PER_LEVEL))
+def test_fpn_levels_1_2_3_use_the_modules_of_levels_1_to_3(method):
+    """``fpn_levels: [1, 2, 3]``: each per-level module list (adapters, generation blocks,
+    context / non-local blocks, fusions, RIT's score blocks) is indexed by FPN level, so
+    the modules of levels 1-3 train and level 0's is never touched."""
+    torch.manual_seed(0)
+    loss = PER_LEVEL[method]()
+    if hasattr(loss, "init_weights"):
+        loss.init_weights()
+    if method == "fgd":            # FGD's zero-initialised last conv: make every layer train
+        for block in (*loss.gc_student, *loss.gc_teacher):
+            nn.init.normal_(block.transform[-1].weight)
+    lists = _per_level_lists(loss, 4)
+    assert lists, "no per-level modules found"
+    g = torch.Generator().manual_seed(1)
+    sizes = [16, 8, 4]                                     # FPN levels 1, 2, 3 of 64x64
+    s = [torch.randn(2, 8, h, h, generator=g, requires_grad=True) for h in sizes]
+    t = [torch.randn(2, 8, h, h, generator=g) for h in sizes]
+    z = [torch.randn(2, 3, h, h, generator=g) for h in sizes]
+    out = loss(s, t, [_Sample([[6.0, 6.0, 40.0, 30.0]]), _Sample([[0.0, 0.0, 20.0, 50.0]])],
+               (64, 64), student_cls_scores=z, teacher_cls_scores=z, fpn_levels=[1, 2, 3],
+               prior_generator=_Strides())
+    sum(out.values()).backward()
+    for name, modules in lists.items():
+        assert not _trained(modules[0]), (name, "level 0 was used")
+        assert all(_trained(modules[k]) for k in (1, 2, 3)), (name, "levels 1-3 not all used")
+
+
+def test_the_config_builds_modules_up_to_the_last_distilled_level(params):
+    """kd_loss_cfg sizes num_levels to the last distilled FPN level + 1."""
+    from dipkd.mmdet_config import kd_loss_cfg
+    cfg = kd_loss_cfg("fkd", dict(params["methods"]["fkd"], fpn_levels=[1, 2, 3]))
+    assert cfg["num_levels"] == 4

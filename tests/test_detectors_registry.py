@@ -20,3 +20,16 @@ def test_each_entry_builds_its_type_and_names_its_dense_head(params):
         model = MODELS.build(ConfigDict(cfg))
         assert dense_head(model) is getattr(model, entry.dense_head)
     assert display_name("faster_rcnn") == "Faster R-CNN" and display_name("yolo") == "yolo"
+
+
+def test_faster_rcnn_tests_with_mmdets_proposal_count_in_the_paper_profile(params):
+    """mmdet's faster-rcnn_r50_fpn.py: 2000 RPN boxes before NMS in training, 1000 at test;
+    the CPU profiles use their one count for both."""
+    paper = dict(params, profile="paper")
+    cfg = detector_cfg("faster_rcnn", 18, False,
+                       run_spec(paper, "student", "ssdd", "faster_rcnn").model)
+    assert cfg["train_cfg"]["rpn_proposal"]["nms_pre"] == 2000
+    assert cfg["test_cfg"]["rpn"]["nms_pre"] == 1000
+    smoke = run_spec(dict(params, profile="smoke"), "student", "ssdd", "faster_rcnn").model
+    cfg = detector_cfg("faster_rcnn", 18, False, smoke)
+    assert cfg["test_cfg"]["rpn"]["nms_pre"] == cfg["train_cfg"]["rpn_proposal"]["nms_pre"] == 200

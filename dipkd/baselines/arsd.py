@@ -230,7 +230,8 @@ class ARSDLoss(FeatureKDLoss):
         norm = max(1.0, 2.0 * float(sum(m.sum() for m in masks)))
 
         feat = student_feats[0].new_zeros(())
-        for (_, fs, ft), weight in zip(self.level_pairs(student_feats, teacher_feats), weights):
+        for (_, fs, ft), weight in zip(self.level_pairs(student_feats, teacher_feats, levels),
+                                       weights):
             feat = feat + (weight * (fs - ft) ** 2).sum()
         losses = {"loss_arsd_feat": self.imitation_weight * feat / norm}
 

@@ -121,11 +121,11 @@ class DeFeatLoss(FeatureKDLoss):
                  else max(levels) + 1)
         boxes = self.gt_boxes(data_samples)
         fg = bg = student_feats[0].new_zeros(())
-        for k, fs, ft in self.level_pairs(student_feats, teacher_feats):
+        for level, fs, ft in self.level_pairs(student_feats, teacher_feats, levels):
             shape = tuple(fs.shape[-2:])
             if self.projection == "defeat":
-                stride = _stride(prior_generator, levels[k], shape, batch_input_shape)
-                tar = defeat_gt_mask(boxes, shape, stride, levels[k], total, device=fs.device)
+                stride = _stride(prior_generator, level, shape, batch_input_shape)
+                tar = defeat_gt_mask(boxes, shape, stride, level, total, device=fs.device)
             else:
                 tar, _ = target_masks(boxes, batch_input_shape, shape)
                 tar = tar.to(fs.device)

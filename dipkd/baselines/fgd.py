@@ -85,11 +85,11 @@ class FGDLoss(FeatureKDLoss):
             block.reset_parameters()
 
     def forward(self, student_feats, teacher_feats, data_samples, batch_input_shape,
-                student_cls_scores=None, **_context) -> dict:
+                student_cls_scores=None, fpn_levels=None, **_context) -> dict:
         boxes = self.gt_boxes(data_samples)
         n = student_feats[0].shape[0]
         fg = bg = att = glob = student_feats[0].new_zeros(())
-        for level, fs, ft in self.level_pairs(student_feats, teacher_feats):
+        for level, fs, ft in self.level_pairs(student_feats, teacher_feats, fpn_levels):
             s_t, c_t = spatial_attention(ft, self.temp), channel_attention(ft, self.temp)
             s_s, c_s = spatial_attention(fs, self.temp), channel_attention(fs, self.temp)
             tar, scale = target_masks(boxes, batch_input_shape, fs.shape[-2:])

@@ -120,9 +120,9 @@ class FKDLoss(FeatureKDLoss):
             block.reset_bn()
 
     def forward(self, student_feats, teacher_feats, data_samples=None, batch_input_shape=None,
-                **_context) -> dict:
+                fpn_levels=None, **_context) -> dict:
         mask = spatial = channel = nonlocal_ = student_feats[0].new_zeros(())
-        for level, fs, ft in self.level_pairs(student_feats, teacher_feats):
+        for level, fs, ft in self.level_pairs(student_feats, teacher_feats, fpn_levels):
             with torch.no_grad():
                 both = fs.detach().abs() + ft.abs()
                 m_s = spatial_attention(both, self.temp)     # HW softmax((g^s_S + g^s_T)/T)

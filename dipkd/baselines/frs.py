@@ -58,12 +58,12 @@ class FRSLoss(FeatureKDLoss):
         self.feat_weight, self.cls_weight = feat_weight, cls_weight
 
     def forward(self, student_feats, teacher_feats, data_samples=None, batch_input_shape=None,
-                student_cls_scores=None, teacher_cls_scores=None, **_context) -> dict:
+                student_cls_scores=None, teacher_cls_scores=None, fpn_levels=None, **_context) -> dict:
         if student_cls_scores is None or teacher_cls_scores is None:
             raise ValueError("FRSLoss needs the student's and the teacher's dense-head "
                              "classification scores (student_cls_scores, teacher_cls_scores)")
         feat = cls = student_feats[0].new_zeros(())
-        for (_, fs, ft), ys, yt in zip(self.level_pairs(student_feats, teacher_feats),
+        for (_, fs, ft), ys, yt in zip(self.level_pairs(student_feats, teacher_feats, fpn_levels),
                                        student_cls_scores, teacher_cls_scores):
             p_t = torch.sigmoid(yt.detach())
             score = p_t.amax(dim=1, keepdim=True)                       # N, 1, H, W

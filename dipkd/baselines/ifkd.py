@@ -143,13 +143,13 @@ class IFKDLoss(FeatureKDLoss):
             raise ValueError("IFKD needs the student's and teacher's dense-head scores")
         boxes = self.gt_boxes(data_samples)
         feat = cls = student_feats[0].new_zeros(())
-        for (level, fs, ft), zs, zt in zip(self.level_pairs(student_feats, teacher_feats),
+        for (level, fs, ft), zs, zt in zip(self.level_pairs(student_feats, teacher_feats,
+                                                            fpn_levels),
                                            student_cls_scores, teacher_cls_scores):
             zt = zt.detach()
             hsm = poincare_distance(fs, ft, self.curvature)                  # (N, H, W)
             norm = hsm.sum().clamp_min(1e-12)
-            # fdr_levels are FPN indices: level k of the input is FPN level fpn_levels[k]
-            if (level if fpn_levels is None else fpn_levels[level]) in self.fdr_levels:
+            if level in self.fdr_levels:                # both FPN indices
                 score = torch.sigmoid(zt).max(dim=1).values                  # FRS map
                 rescale = bool(torch.rand(1, generator=generator).item() < self.fdr_prob)
                 d = (self.fdr(ft, score, rescale) - self.fdr(fs, score, rescale)) ** 2

@@ -58,10 +58,10 @@ class MGDLoss(FeatureKDLoss):
 
     def forward(self, student_feats, teacher_feats, data_samples=None, batch_input_shape=None,
                 student_cls_scores=None, generator: torch.Generator | None = None,
-                **_context) -> dict:
+                fpn_levels=None, **_context) -> dict:
         n = student_feats[0].shape[0]
         total = student_feats[0].new_zeros(())
-        for level, fs, ft in self.level_pairs(student_feats, teacher_feats):
+        for level, fs, ft in self.level_pairs(student_feats, teacher_feats, fpn_levels):
             keep = (torch.rand((fs.shape[0], 1, *fs.shape[-2:]), generator=generator,
                                device=fs.device) >= self.mask_ratio).to(fs.dtype)
             total = total + ((self.generation[level](fs * keep) - ft) ** 2).sum()

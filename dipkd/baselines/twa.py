@@ -49,7 +49,9 @@ Choices and deviations (all ours, none verifiable against the paper):
   weight is a single 1x1 conv C->1 per (target level, source offset), zero-initialised so the
   fusion starts as a plain average (ASFF compresses to 16 channels first). One fusion and one
   generation block per level; all learnable parts live in this module and train with the KD
-  loss; the teacher gets no gradient.
+  loss; the teacher gets no gradient. The fusion and generation modules are FPN level's
+  (``fpn_levels: [1, 2, 3]`` uses those of levels 1-3); the fused neighbours are the
+  distilled levels next to it.
 - No logit / head distillation (the abstract describes feature modules only).
 - Images without GT: all cells are background (L_fg = 0 for them), the rest is unchanged.
 """
@@ -122,13 +124,13 @@ class TWALoss(FeatureKDLoss):
         self.maam = nn.ModuleList(_AdaptiveFusion(teacher_channels) for _ in range(num_levels))
 
     def forward(self, student_feats, teacher_feats, data_samples, batch_input_shape,
-                **_context) -> dict:
+                fpn_levels=None, **_context) -> dict:
         boxes = self.gt_boxes(data_samples)
         n = student_feats[0].shape[0]
-        pairs = list(self.level_pairs(student_feats, teacher_feats))
+        pairs = list(self.level_pairs(student_feats, teacher_feats, fpn_levels))
         adapted = [fs for _, fs, _ in pairs]       # MAAM fuses every level of the student
         fg = bg = att = maam = student_feats[0].new_zeros(())
-        for level, fs, ft in pairs:
+        for k, (level, fs, ft) in enumerate(pairs):
             # CPAM: compress the teacher into attention, redistribute it as imitation weights
             s_t, c_t = spatial_attention(ft, self.temp), channel_attention(ft, self.temp)
             s_s, c_s = spatial_attention(fs, self.temp), channel_attention(fs, self.temp)
@@ -138,8 +140,9 @@ class TWALoss(FeatureKDLoss):
             fg = fg + (sq * tar * scale).sum()
             bg = bg + (sq * (1 - tar) * scale).sum()
             att = att + (s_t - s_s).abs().sum() + (c_t - c_s).abs().sum()
-            # MAAM: adaptive multiscale fusion of the student, generation of the teacher
-            maam = maam + ((self.maam[level](adapted, level) - ft) ** 2).sum()
+            # MAAM: adaptive multiscale fusion of the student's distilled levels around
+            # this one (position k), with the fusion of FPN level ``level``
+            maam = maam + ((self.maam[level](adapted, k) - ft) ** 2).sum()
         return {"loss_twa_cpam_fg": self.alpha * fg / n, "loss_twa_cpam_bg": self.beta * bg / n,
                 "loss_twa_cpam_att": self.gamma * att / n,
                 "loss_twa_maam": self.lambda_ * maam / n}

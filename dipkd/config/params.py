@@ -56,6 +56,12 @@ class ModelSettings:
     rpn_nms_pre: int
     rpn_proposals: int
     rcnn_samples: int
+    rpn_test_nms_pre: int | None = None   # test_cfg.rpn.nms_pre; None: rpn_nms_pre
+
+    @property
+    def test_nms_pre(self) -> int:
+        """The RPN's top-k before NMS at test time."""
+        return self.rpn_nms_pre if self.rpn_test_nms_pre is None else self.rpn_test_nms_pre
 
 
 @dataclass(frozen=True)
@@ -71,7 +77,7 @@ class Schedule:
 def _typed_value(kind, value, where: str):
     """``value`` as the annotated ``kind`` (int, float, bool, an optional, a tuple of ints),
     or a one-line :class:`ParamsError`."""
-    if kind in ("float | None", "tuple[int, ...] | None"):
+    if kind in ("int | None", "float | None", "tuple[int, ...] | None"):
         return None if value is None else _typed_value(kind.split(" | ")[0], value, where)
     if kind == "bool":
         if isinstance(value, bool):

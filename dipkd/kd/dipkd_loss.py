@@ -14,6 +14,9 @@ each place where their code and the paper's text differ is a named option (param
   scaling (:func:`dipkd.kd.kld.generated_ntar_loss`); false = the identity (Eq. 12).
 - ``mask_rule``: ``keep`` = ``mask_rate`` is the fraction of background cells KEPT (their
   ``lambda_mask``); ``drop`` = the fraction dropped (the paper's Table 5 text).
+- ``odd_size``: ``resize`` = on a map with an odd side the wavelet reconstruction (one
+  sample longer) is resized back bilinearly (their ``equal``); ``crop`` = the extra sample
+  is dropped, the better denoiser (:class:`dipkd.kd.wavelet.WaveletDenoiser`).
 - ``rit_form``: ``authors`` = residual score block, product with the student feature, MSE
   onto the map (:class:`dipkd.kd.rit.ResidualScoreRIT`); ``paper`` = Eq. 15-19 as printed.
 - ``no_kld_loss`` (Table 3 rows with KLD off): ``unsplit`` = the same loss without the
@@ -72,13 +75,14 @@ class DIPKDLoss(FeatureKDLoss):
                  alpha: float = 5e-5, beta: float = 3.5e-5, gamma: float = 4.5e-7,
                  tau: float = 0.5, mask_rate: float = 0.25, mask_rule: str = "keep",
                  wavelet: str = "db1", wavelet_levels: int = 3, threshold: str = "std",
-                 threshold_scale: float = 0.5, weighting: str = "authors",
+                 threshold_scale: float = 0.5, odd_size: str = "resize",
+                 weighting: str = "authors",
                  ntar_generation: bool = True, rit_form: str = "authors",
                  no_kld_loss: str = "unsplit", mse_weight: float = 1.0,
                  student_channels: int = 256, teacher_channels: int = 256,
                  num_classes: int = 1, rit_kernel: int = 3, num_levels: int = 4,
                  score_channels: int = 3):
-        super().__init__(student_channels, teacher_channels)
+        super().__init__(student_channels, teacher_channels, num_levels)
         if not 0.0 <= mask_rate <= 1.0:
             raise ValueError(f"mask_rate must be in [0, 1], got {mask_rate}")
         _one_of("mask_rule", mask_rule, MASK_RULES)
@@ -90,7 +94,7 @@ class DIPKDLoss(FeatureKDLoss):
         self.mask_rate, self.mask_rule, self.mse_weight = mask_rate, mask_rule, mse_weight
         self.weighting, self.rit_form, self.no_kld_loss = weighting, rit_form, no_kld_loss
         self.sns = SelectiveNoiseSuppression(tau, wavelet, wavelet_levels, threshold,
-                                             threshold_scale)
+                                             threshold_scale, odd_size)
         self.generation = (nn.ModuleList(generation_block(teacher_channels)
                                          for _ in range(num_levels))
                            if kld and ntar_generation else None)
@@ -102,16 +106,16 @@ class DIPKDLoss(FeatureKDLoss):
             self.rit = ReverseInformationTransfer(num_classes, rit_kernel)
 
     def forward(self, student_feats, teacher_feats, data_samples, batch_input_shape,
-                student_cls_scores=None, **_context) -> dict:
+                student_cls_scores=None, fpn_levels=None, **_context) -> dict:
         losses = {}
         n = student_feats[0].shape[0]
+        # (FPN level, aligned student, detached teacher): the authors align the student
+        # (``self.align``) before everything, RIT included
+        pairs = list(self.level_pairs(student_feats, teacher_feats, fpn_levels))
         if self.use_sns or self.use_kld:
             boxes = self.gt_boxes(data_samples)
-            if self.generation is not None and len(student_feats) > len(self.generation):
-                raise ValueError(f"DIPKD: {len(student_feats)} levels distilled but "
-                                 f"{len(self.generation)} generation blocks (num_levels)")
             tar = ntar = fea = student_feats[0].new_zeros(())
-            for level, fs, ft in self.level_pairs(student_feats, teacher_feats):
+            for level, fs, ft in pairs:
                 attention = None
                 if self.use_sns:
                     fs, ft, attention = self.sns.purify_pair(fs, ft, self.weighting)
@@ -135,7 +139,9 @@ class DIPKDLoss(FeatureKDLoss):
         if self.use_rit:
             if student_cls_scores is None:
                 raise ValueError("RIT needs the student's classification maps")
-            losses["loss_rit"] = self.gamma * self.rit(student_feats, student_cls_scores)
+            losses["loss_rit"] = self.gamma * self.rit([fs for _, fs, _ in pairs],
+                                                       student_cls_scores,
+                                                       [level for level, _, _ in pairs])
         return losses
 
 
@@ -153,8 +159,8 @@ class FitNetLoss(FeatureKDLoss):
         self.weight = weight
 
     def forward(self, student_feats, teacher_feats, data_samples=None, batch_input_shape=None,
-                student_cls_scores=None, **_context) -> dict:
+                student_cls_scores=None, fpn_levels=None, **_context) -> dict:
         total = student_feats[0].new_zeros(())
-        for _, fs, ft in self.level_pairs(student_feats, teacher_feats):
+        for _, fs, ft in self.level_pairs(student_feats, teacher_feats, fpn_levels):
             total = total + feature_mse(fs, ft)
         return {"loss_kd_mse": self.weight * total}

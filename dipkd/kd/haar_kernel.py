@@ -14,7 +14,10 @@ feature map (one sample, one channel) is transformed while it sits in cache:
 
 The transform is the one of ``pywt.wavedec2``/``waverec2`` with ``mode='symmetric'``: an odd
 axis repeats its edge sample (the half-sample symmetric extension of a length-2 filter) and
-the reconstruction is cropped back to each level's size. The loops index the 2-D maps
+the reconstruction of each inner level is cropped back to that level's size. The last
+reconstruction is written whole (2 * ceil(H / 2) x 2 * ceil(W / 2)) and brought to H x W by
+the denoiser's ``odd_size`` rule (:func:`dipkd.kd.wavelet.to_input_size`: the authors'
+bilinear resize by default), or cropped while it is written when the rule is ``'crop'``. The loops index the 2-D maps
 directly, one 2x2 block per step (array views made per row cost more than the arithmetic
 on small maps).
 
@@ -168,9 +171,10 @@ def _statistics(x, levels, m0, m1, out, half):
 
 @_njit(**_JIT)
 def _denoise(x, thr, levels, m0, m1, samples_of, out, half):
-    """Denoise maps m0 <= m < m1 of x (maps, H, W) into out; thr: (samples, levels) and
-    samples_of[m] the sample of map m. Level 1 reads x[m] and the last synthesis writes
-    out[m] in calls of their own (see :func:`_statistics`)."""
+    """Denoise maps m0 <= m < m1 of x (maps, H, W) into out (maps, H_out, W_out): H x W,
+    or the whole last reconstruction 2 * ceil(H / 2) x 2 * ceil(W / 2); thr: (samples,
+    levels) and samples_of[m] the sample of map m. Level 1 reads x[m] and the last synthesis
+    writes out[m] in calls of their own (see :func:`_statistics`)."""
     _, h, w = x.shape
     hs = np.empty(levels + 1, np.int64)
     ws = np.empty(levels + 1, np.int64)
@@ -197,7 +201,8 @@ def _denoise(x, thr, levels, m0, m1, samples_of, out, half):
             _synthesis(b[0], b[1], b[2], b[3], thresholds[k], bands[k - 1, 0], hs[k], ws[k],
                        half, p, q, r, u)
         b = bands[0]
-        _synthesis(b[0], b[1], b[2], b[3], thresholds[0], out[m], h, w, half, p, q, r, u)
+        _synthesis(b[0], b[1], b[2], b[3], thresholds[0], out[m], out.shape[1],
+                   out.shape[2], half, p, q, r, u)
 
 
 _pool: tuple[int, int, ThreadPoolExecutor] | None = None
@@ -251,11 +256,16 @@ def _thresholds(sums: np.ndarray, samples: int, h: int, w: int, scale: float,
         return (scale * np.sqrt(var)).astype(dtype)
 
 
-def haar_std_denoise(x: torch.Tensor, levels: int, scale: float) -> torch.Tensor:
+def haar_std_denoise(x: torch.Tensor, levels: int, scale: float,
+                     odd_size: str = "resize") -> torch.Tensor:
     """Denoise ``x`` (N, ..., H, W), a float32/float64 CPU tensor, with ``levels`` Haar levels
     and per sample thresholds ``scale`` x population std of each level's cH band over all
-    channels of the sample; returns a new tensor of x's shape. ``levels`` must not exceed
-    ``pywt.dwt_max_level`` of min(H, W) (the caller caps it)."""
+    channels of the sample; returns a new tensor of x's shape, an odd side brought back by
+    ``odd_size`` (``'resize'`` or ``'crop'``, :func:`dipkd.kd.wavelet.to_input_size`).
+    ``levels`` must not exceed ``pywt.dwt_max_level`` of min(H, W) (the caller caps it)."""
+    from .wavelet import ODD_SIZES, to_input_size
+    if odd_size not in ODD_SIZES:
+        raise ValueError(f"unknown odd_size {odd_size!r}; valid: {', '.join(ODD_SIZES)}")
     if numba is None:
         raise RuntimeError("the fused Haar kernel needs numba")
     if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or x.dim() < 3:
@@ -274,10 +284,12 @@ def haar_std_denoise(x: torch.Tensor, levels: int, scale: float) -> torch.Tensor
     _run_chunks(lambda m0, m1: _statistics(arr, levels, m0, m1, sums, half), maps, h * w)
     thr = _thresholds(sums, samples, h, w, scale, arr.dtype)
     sample_of_map = np.repeat(np.arange(samples, dtype=np.int64), maps // samples)
-    out = torch.empty(x.shape, dtype=x.dtype)
-    dst = out.numpy().reshape(maps, h, w)
+    h_out, w_out = (h, w) if odd_size == "crop" else (h + h % 2, w + w % 2)
+    out = torch.empty(*x.shape[:-2], h_out, w_out, dtype=x.dtype)
+    dst = out.numpy().reshape(maps, h_out, w_out)
     _run_chunks(lambda m0, m1: _denoise(arr, thr, levels, m0, m1, sample_of_map, dst, half),
                 maps, h * w)
+    out = to_input_size(out, h, w, odd_size)
     nan_samples = np.isnan(thr).any(axis=1)
     if nan_samples.any():            # PyWavelets: a NaN threshold turns the sample to NaN
         out[torch.from_numpy(nan_samples)] = float("nan")

@@ -7,7 +7,10 @@ through a residual conv3x3-ReLU-conv3x3 block (A*Cls -> A*Cls channels), are cla
 [-10, 10] and squashed, m = max over channels of sigmoid(s + block(s)) (+1e-6), the student
 feature is multiplied by that map, and the channel mean of the product is regressed onto the
 map with a mean-squared error: L_rit = mean_{n,i,j} (mean_k(F^S * m) - m)^2, summed over
-levels. Differences from their code, each a defect listed in ../shared/notes/official_code.md
+levels. F^S is the student feature after the adaptation layer, as theirs is after
+``self.align`` (the same feature while student and teacher necks have the same width); each
+level's block is that FPN level's (``fpn_levels: [1, 2, 3]`` uses the blocks of levels 1-3).
+Differences from their code, each a defect listed in ../shared/notes/official_code.md
 that we do not copy: the scores are the student head's on the STUDENT's own features (their
 distiller feeds the teacher's FPN features to the student's RPN, the paper says the
 student's); the channel count is the head's anchors x classes (they hard-code 3, which breaks
@@ -49,6 +52,16 @@ def _check_level(level: int, feat: torch.Tensor, logits: torch.Tensor) -> None:
                          f"{tuple(logits.shape)} do not match")
 
 
+def _fpn_levels(student_feats, cls_logits, fpn_levels) -> list[int]:
+    """The FPN level of each input level (``fpn_levels``, else 0, 1, ...), after checking
+    that features, scores and levels come in the same number."""
+    levels = list(range(len(student_feats))) if fpn_levels is None else list(fpn_levels)
+    if not len(student_feats) == len(cls_logits) == len(levels):
+        raise ValueError(f"RIT: {len(student_feats)} feature levels, {len(cls_logits)} score "
+                         f"levels, FPN levels {levels}")
+    return levels
+
+
 class ReverseInformationTransfer(nn.Module):
     def __init__(self, num_classes: int = 1, conv_kernel: int = 3):
         super().__init__()
@@ -68,13 +81,12 @@ class ReverseInformationTransfer(nn.Module):
         """F^fm of Eq. 18."""
         return torch.sigmoid(reverse_map + self.conv(reverse_map))
 
-    def forward(self, student_feats, cls_logits) -> torch.Tensor:
-        """L_rit of Eq. 19 (not yet weighted by gamma)."""
-        if len(student_feats) != len(cls_logits):
-            raise ValueError(f"RIT: {len(student_feats)} feature levels but "
-                             f"{len(cls_logits)} score levels")
+    def forward(self, student_feats, cls_logits, fpn_levels=None) -> torch.Tensor:
+        """L_rit of Eq. 19 (not yet weighted by gamma); ``fpn_levels`` names the FPN level
+        of each input level in errors."""
+        levels = _fpn_levels(student_feats, cls_logits, fpn_levels)
         total = student_feats[0].new_zeros(())
-        for level, (feat, logits) in enumerate(zip(student_feats, cls_logits)):
+        for level, feat, logits in zip(levels, student_feats, cls_logits):
             _check_level(level, feat, logits)
             fm = self.matcher(self.reverse_map(logits, level))
             total = total + ((torch.sigmoid(fm * feat.mean(dim=1, keepdim=True)) - fm) ** 2).sum()
@@ -98,12 +110,15 @@ class ResidualScoreRIT(nn.Module):
         residual = (self.blocks[level](logits) + logits).clamp(-self.clamp, self.clamp)
         return residual.sigmoid().max(dim=1, keepdim=True).values + 1e-6
 
-    def forward(self, student_feats, cls_logits) -> torch.Tensor:
-        if len(student_feats) != len(cls_logits) or len(cls_logits) > len(self.blocks):
-            raise ValueError(f"RIT: {len(student_feats)} feature levels, {len(cls_logits)} "
-                             f"score levels, {len(self.blocks)} blocks")
+    def forward(self, student_feats, cls_logits, fpn_levels=None) -> torch.Tensor:
+        """The un-weighted L_rit; level k of the input is FPN level ``fpn_levels[k]`` (else
+        k) and goes through that FPN level's block."""
+        levels = _fpn_levels(student_feats, cls_logits, fpn_levels)
+        if max(levels) >= len(self.blocks):
+            raise ValueError(f"RIT: FPN levels {levels} but blocks for levels "
+                             f"0-{len(self.blocks) - 1}")
         total = student_feats[0].new_zeros(())
-        for level, (feat, logits) in enumerate(zip(student_feats, cls_logits)):
+        for level, feat, logits in zip(levels, student_feats, cls_logits):
             _check_level(level, feat, logits)
             if logits.shape[1] != self.blocks[level][0].in_channels:
                 raise ValueError(f"RIT level {level}: {logits.shape[1]} score channels, the "

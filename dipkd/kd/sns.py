@@ -33,12 +33,14 @@ WEIGHTINGS = ("authors", "eq7")
 
 class SelectiveNoiseSuppression(nn.Module):
     def __init__(self, tau: float = 0.5, wavelet: str = "db1", levels: int = 3,
-                 threshold: str = "std", threshold_scale: float = 0.5):
+                 threshold: str = "std", threshold_scale: float = 0.5,
+                 odd_size: str = "resize"):
         super().__init__()
         if tau <= 0:
             raise ValueError(f"tau must be > 0, got {tau}")
         self.tau = tau
-        self.denoise = WaveletDenoiser(wavelet, levels, threshold, threshold_scale)
+        self.denoise = WaveletDenoiser(wavelet, levels, threshold, threshold_scale,
+                                       odd_size=odd_size)
 
     def attention(self, feat: torch.Tensor):
         """(A^S, A^C) of Eq. 5-6, detached (weights, not something to train)."""

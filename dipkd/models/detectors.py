@@ -82,7 +82,7 @@ def faster_rcnn_cfg(depth: int, pretrained: bool, model: ModelSettings,
                                    pos_fraction=0.25, neg_pos_ub=-1, add_gt_as_proposals=True),
                       pos_weight=-1, debug=False)),
         test_cfg=dict(
-            rpn=dict(nms_pre=model.rpn_nms_pre, max_per_img=model.rpn_proposals,
+            rpn=dict(nms_pre=model.test_nms_pre, max_per_img=model.rpn_proposals,
                      nms=nms07, min_bbox_size=0),
             rcnn=dict(score_thr=0.05, nms=dict(type="nms", iou_threshold=0.5),
                       max_per_img=100)))

@@ -51,7 +51,8 @@ COLORS = {"original": "#8c8c8c", "fft": "#1f77b4", "sns": "#ff7f0e"}  # paper: g
 METRICS = ("enl", "ssi_inv", "smpi_inv")
 METRIC_LABELS = {"enl": "ENL", "ssi_inv": "SSI$^{-1}$", "smpi_inv": "SMPI$^{-1}$"}
 SNS_KEYS = {"tau": "tau", "wavelet": "wavelet", "wavelet_levels": "levels",
-            "threshold": "threshold", "threshold_scale": "threshold_scale"}
+            "threshold": "threshold", "threshold_scale": "threshold_scale",
+            "odd_size": "odd_size"}
 MIN_CELLS = 16
 
 
