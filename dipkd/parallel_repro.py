@@ -35,7 +35,9 @@ ones; ``gpu``/``worker_slot`` MLflow tags. Without GPUs the workers are CPU proc
 The queued experiments are machinery: their MLflow runs are tagged ``parallel_repro`` (not
 children of an experiment parent run), and they are removed from ``dvc exp``/``dvc queue``
 when the repro succeeds (``--keep-experiments`` keeps them). A failed job stops the repro
-after its wave, naming the job and the ``dvc queue logs`` command that shows why.
+after its wave, naming the job and the ``dvc queue logs`` command that shows why; so does a
+job that DVC's queue lost (gone from ``dvc queue status`` for :data:`VANISHED_AFTER` polls in a
+row), which would otherwise be waited for forever.
 """
 from __future__ import annotations
 
@@ -189,6 +191,8 @@ def _dvc(root: Path, *args: str, env: Mapping[str, str] | None = None,
 
 
 QUEUE_STATES = ("Queued", "Running", "Success", "Failed")
+VANISHED = "Vanished"     # ours, no longer listed by `dvc queue status`: a failure
+VANISHED_AFTER = 3        # consecutive polls without it (one can miss a task changing state)
 
 
 def queue_states(status_text: str) -> tuple[dict[str, str], int]:
@@ -206,21 +210,52 @@ def queue_states(status_text: str) -> tuple[dict[str, str], int]:
     return states, active
 
 
+def track_states(names: Iterable[str], states: Mapping[str, str],
+                 missing: dict[str, int]) -> dict[str, str]:
+    """The state of each of our experiments in one ``dvc queue status`` listing. One that is
+    not listed counts a miss in ``missing`` (reset when it is listed again) and is taken as
+    still queued until it has missed :data:`VANISHED_AFTER` listings in a row, then as
+    :data:`VANISHED` (DVC lost it: it will never finish)."""
+    ours = {}
+    for name in names:
+        if name in states:
+            missing.pop(name, None)
+            ours[name] = states[name]
+        else:
+            missing[name] = missing.get(name, 0) + 1
+            ours[name] = VANISHED if missing[name] >= VANISHED_AFTER else "Queued"
+    return ours
+
+
 def _wait(root: Path, names: dict[str, str], poll: float) -> dict[str, str]:
-    """Wait until every queued experiment of ``names`` (name -> target) has finished;
-    print a line whenever the counts change. Returns name -> final state."""
+    """Wait until every queued experiment of ``names`` (name -> target) has finished or
+    vanished from the queue; print a line whenever the counts change. Returns name -> final
+    state."""
     last = None
+    missing: dict[str, int] = {}
     while True:
         states, _ = queue_states(_dvc(root, "queue", "status", check=False))
-        ours = {n: states.get(n, "Queued") for n in names}
-        counts = {s: sum(v == s for v in ours.values()) for s in QUEUE_STATES}
-        line = ", ".join(f"{counts[s]} {s.lower()}" for s in QUEUE_STATES if counts[s])
+        ours = track_states(names, states, missing)
+        counts = {s: sum(v == s for v in ours.values()) for s in (*QUEUE_STATES, VANISHED)}
+        line = ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n)
         if line != last:
             print(f"[dipkd]   {time.strftime('%H:%M:%S')} {line}", flush=True)
             last = line
         if counts["Queued"] == 0 and counts["Running"] == 0:
             return ours
         time.sleep(poll)
+
+
+def failure(names: Mapping[str, str], final: Mapping[str, str]) -> ParallelReproError | None:
+    """The one-line error for the experiments of a wave that did not succeed (``names``:
+    name -> target, ``final``: name -> state), or ``None`` when all did."""
+    failed = [n for n, state in final.items() if state != "Success"]
+    if not failed:
+        return None
+    why = {n: "gone from dvc queue status" if final[n] == VANISHED else f"dvc queue logs {n}"
+           for n in failed}
+    return ParallelReproError("failed: " + "; ".join(f"{names[n]} ({n}: {why[n]})"
+                                                     for n in failed))
 
 
 def _stream(root: Path, *args: str) -> list[str]:
@@ -288,12 +323,9 @@ def repro(root: Path, jobs: int, targets: Iterable[str] = (), *,
                 names[name] = job.target
                 print(f"[dipkd]   queued {name}: {job.target}", flush=True)
             _dvc(root, "queue", "start", "-j", str(jobs), env=env)
-            final = _wait(root, names, poll)
-            failed = [n for n, state in final.items() if state != "Success"]
-            if failed:
-                raise ParallelReproError(
-                    "failed: " + "; ".join(f"{names[n]} ({n}: dvc queue logs {n})"
-                                           for n in failed))
+            error = failure(names, _wait(root, names, poll))
+            if error:
+                raise error
             ran = _stream(root, "repro", *names.values())
             if ran:
                 print(f"[dipkd] warning: the workspace ran {', '.join(ran)} instead of "

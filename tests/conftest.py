@@ -1,10 +1,15 @@
 import copy
+import os
 from pathlib import Path
 
 import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+
+# No DVC analytics report (a network call) from any `dvc` the tests run: the repository's
+# .dvc/config turns them off for copies of it, this also for repositories made by `dvc init`.
+os.environ["DVC_NO_ANALYTICS"] = "1"
 
 
 @pytest.fixture

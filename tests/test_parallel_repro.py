@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from _polling import file_contains, wait_for
 from dipkd import device_slots
 from dipkd.parallel_repro import (ParallelReproError, plan_waves, queue_states,
                                   restrict_to, worker_environment)
@@ -99,6 +100,62 @@ def test_queue_status_is_parsed():
                         "Worker status: 0 active, 0 idle") == ({}, 0)
 
 
+def _status(**states) -> str:
+    """A `dvc queue status` listing of the given experiments (name=state)."""
+    rows = "".join(f"abc{i:04d}  {name}  10:18 AM   {state}\n"
+                   for i, (name, state) in enumerate(states.items()))
+    return "Task     Name                   Created    Status\n" + rows + \
+        "\nWorker status: 1 active, 0 idle\n"
+
+
+def _fake_queue(monkeypatch, listings):
+    """`dvc queue status` answers the given listings in turn, then the last one again (up to
+    50 calls: a wait that never ends fails the test instead of hanging it)."""
+    from dipkd import parallel_repro
+    listings = list(listings)
+    calls = []
+
+    def dvc(root, *args, env=None, check=True):
+        assert args == ("queue", "status")
+        calls.append(args)
+        assert len(calls) <= 50, "still waiting after 50 listings"
+        return listings[min(len(calls), len(listings)) - 1]
+    monkeypatch.setattr(parallel_repro, "_dvc", dvc)
+    return calls
+
+
+def test_a_task_gone_from_the_queue_fails_the_wave(monkeypatch, capsys):
+    """A task DVC lost (no longer in `dvc queue status`) is not waited for forever: after
+    VANISHED_AFTER listings without it, it fails the wave with the one-line message."""
+    from dipkd.parallel_repro import VANISHED, VANISHED_AFTER, _wait, failure
+    names = {"dipkd-1-000": "train_student@a-0", "dipkd-1-001": "distill@a-0"}
+    calls = _fake_queue(monkeypatch, [
+        _status(**{"dipkd-1-000": "Running", "dipkd-1-001": "Queued"}),
+        _status(**{"dipkd-1-000": "Success"}),           # 001 gone for good
+    ])
+    final = _wait(Path("."), names, poll=0)
+    assert final == {"dipkd-1-000": "Success", "dipkd-1-001": VANISHED}
+    assert len(calls) == 1 + VANISHED_AFTER
+    assert "1 success, 1 vanished" in capsys.readouterr().out
+    error = failure(names, final)
+    assert isinstance(error, ParallelReproError) and "\n" not in str(error)
+    assert str(error) == "failed: distill@a-0 (dipkd-1-001: gone from dvc queue status)"
+
+
+def test_a_task_missing_from_one_listing_is_still_waited_for(monkeypatch):
+    """`dvc queue status` lists running, then queued tasks: one that starts in between is
+    in neither list once; it is not taken as lost."""
+    from dipkd.parallel_repro import _wait, failure
+    names = {"dipkd-1-000": "distill@a-0"}
+    _fake_queue(monkeypatch, [_status(**{"dipkd-1-000": "Queued"}), _status(),
+                              _status(**{"dipkd-1-000": "Running"}), _status(),
+                              _status(**{"dipkd-1-000": "Success"})])
+    final = _wait(Path("."), names, poll=0)
+    assert final == {"dipkd-1-000": "Success"} and failure(names, final) is None
+    assert str(failure(names, {"dipkd-1-000": "Failed"})) == (
+        "failed: distill@a-0 (dipkd-1-000: dvc queue logs dipkd-1-000)")
+
+
 def test_worker_environment_shares_out_gpus_and_cpu_threads(tmp_path):
     env = worker_environment(tmp_path, 4, 2, [str(i) for i in range(8)], "t", base={})
     assert env[device_slots.SLOTS_VAR] == "4" and env[device_slots.GPUS_PER_SLOT_VAR] == "2"
@@ -119,12 +176,14 @@ def test_slot_gpus():
         device_slots.slot_gpus(2, gpus, 2)
 
 
-def _take_slot(env, queue, hold):
+def _take_slot(env, queue, hold, log=None):
     os.environ.clear()
     os.environ.update(env)
+    if log is not None:   # what acquire() says, e.g. that it waits for a slot
+        sys.stdout = open(log, "w", buffering=1)
     slot = device_slots.acquire(poll=0.05)
     queue.put((slot.index, os.environ.get("CUDA_VISIBLE_DEVICES"), device_slots.tags()))
-    hold.wait(30)
+    hold.wait(300)        # the test sets it (also when it fails)
 
 
 def test_concurrent_stages_take_distinct_slots_and_their_gpus(tmp_path):
@@ -141,17 +200,23 @@ def test_concurrent_stages_take_distinct_slots_and_their_gpus(tmp_path):
     got = sorted(queue.get(timeout=60) for _ in procs)
     assert [(i, gpus) for i, gpus, _ in got] == [(0, "0,1"), (1, "2,3"), (2, "4,5")]
     assert got[1][2] == {"gpu": "2,3", "worker_slot": "1/3"}
-    late_hold = ctx.Event()
-    late = ctx.Process(target=_take_slot, args=(env, queue, late_hold))
+    late_hold, late_log = ctx.Event(), tmp_path / "late.log"
+    late = ctx.Process(target=_take_slot, args=(env, queue, late_hold, str(late_log)))
     late.start()
-    with pytest.raises(Exception):           # all three slots taken: it waits
-        queue.get(timeout=1.5)
-    hold.set()
-    for p in procs:
-        p.join(30)
-    index, gpus, _ = queue.get(timeout=30)
-    late_hold.set()
-    late.join(30)
+    try:
+        # all three slots taken: it has tried them all and waits (however long it took to
+        # start), holding none
+        wait_for(lambda: file_contains(late_log, "all 3 worker slots taken; waiting"),
+                 "the fourth process to find every slot taken", timeout=120)
+        assert late.is_alive() and queue.empty()
+        hold.set()
+        for p in procs:
+            p.join(120)
+        index, gpus, _ = queue.get(timeout=120)
+    finally:
+        hold.set()
+        late_hold.set()
+    late.join(120)
     assert gpus == ",".join(device_slots.slot_gpus(index, ["0", "1", "2", "3", "4", "5"], 2))
 
 

@@ -262,6 +262,32 @@ def test_hrsid_keeps_the_release_area_and_falls_back_to_the_box(tmp_path):
     assert [a["area"] for a in test["annotations"]] == [160.0, 300.0]  # fixture: area = w*h
 
 
+def test_hrsid_skips_zero_size_boxes_and_counts_them(tmp_path):
+    """A box of width or height 0, or with nothing left once clipped to the image, is left out
+    (as COCO tools do) and counted in the summary; the conversion goes on."""
+    src = make_hrsid(tmp_path / "src")
+    ann_file = src / "HRSID_JPG/annotations/train2017.json"
+    data = json.loads(ann_file.read_text())
+    anns = data["annotations"]  # boxes [10, 10, 20, 8], [40, 50, 12, 25] on two 80x80 images
+    anns[1]["bbox"] = [40, 50, 0, 25]      # zero width
+    anns[2]["bbox"] = [10, 10, 20, 0]      # zero height
+    data["annotations"].append({"id": 99, "image_id": 1, "category_id": 1,
+                                "bbox": [80, 30, 0.5, 6], "area": 3, "iscrowd": 0})
+    ann_file.write_text(json.dumps(data))  # ^ 80.5 - 80 px wide: nothing left once clipped
+    with pytest.warns(UserWarning) as caught:
+        summary = convert_hrsid(src, tmp_path / "out")
+    said = [str(w.message) for w in caught]
+    assert any(m.endswith("train2017.json: 3 zero-size box(es) skipped") for m in said), said
+    assert any("(annotation 99, " in m and "clipped" in m for m in said), said
+    train = json.loads((tmp_path / "out/annotations/train.json").read_text())
+    assert [a["bbox"] for a in train["annotations"]] == [[10, 10, 20, 8], [40, 50, 12, 25]]
+    assert [a["image_id"] for a in train["annotations"]] == [1, 2]
+    assert summary["skipped_boxes"] == {"train": 3, "test": 0}
+    assert summary["train"]["ships"] == 2 and summary["test"]["ships"] == 2
+    on_disk = json.loads((tmp_path / "out/summary.json").read_text())
+    assert on_disk["skipped_boxes"] == {"train": 3, "test": 0}
+
+
 @pytest.mark.parametrize("damage,message", [
     (lambda b: (b / "annotations/test2017.json").write_text("{not json"),
      "test2017.json: malformed COCO JSON"),
@@ -353,6 +379,38 @@ def test_prepare_stage_from_url_and_from_tar(server, tmp_path, params):
     params["data"]["ssdd"] = {"source": "hrsid", "archive": str(tar)}
     assert _stage(ws, params).returncode == 0
     assert json.loads((ws / "data/ssdd/summary.json").read_text())["source"] == "hrsid"
+
+
+def _numbers_only(value) -> bool:
+    if isinstance(value, dict):
+        return all(_numbers_only(v) for v in value.values())
+    return type(value) in (int, float)
+
+
+def test_prepare_stage_metrics_hold_numbers_and_the_sidecar_the_rest(tmp_path, params):
+    """`dvc metrics show` reads metrics/data/<ds>.json: numbers only; the text fields (source,
+    warnings) stay in the layout's data/<ds>/summary.json, with the numbers."""
+    params["data"]["ssdd"] = {"source": "hrsid", "path": str(make_hrsid(tmp_path / "rel"))}
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    proc = _stage(ws, params)
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((ws / "metrics/data/ssdd.json").read_text())["metrics"]
+    assert _numbers_only(metrics), metrics
+    assert metrics["train"]["images"] == 2 and metrics["skipped_boxes"] == {"train": 0, "test": 0}
+    sidecar = json.loads((ws / "data/ssdd/summary.json").read_text())
+    assert set(sidecar) - set(metrics) == {"source", "warnings"}
+    assert sidecar["source"] == "hrsid" and "5604 / 16951" in sidecar["warnings"][0]
+    assert {key: sidecar[key] for key in metrics} == metrics
+
+
+def test_metrics_of_a_summary_are_its_numbers():
+    from pipeline.prepare_data import numeric_fields
+    summary = {"train": {"images": 2, "ships_per_image": 1.5}, "seed": 0, "preset": "ssdd-like",
+               "config": {"num_train": 2, "length_range": [4, 9]}, "warnings": [],
+               "flag": True, "empty": {}, "nested": {"a": {"b": 1}}}
+    assert numeric_fields(summary) == {"train": {"images": 2, "ships_per_image": 1.5},
+                                       "seed": 0, "nested": {"a": {"b": 1}}}
 
 
 def test_prepare_stage_failure_keeps_the_previous_dataset(server, tmp_path, params):

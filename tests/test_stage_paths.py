@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dipkd.config.params import load_params, run_spec
+from dipkd.config.params import dataset_spec, load_params, run_spec
 from pipeline._cli import RUN_ARGS, parser, run_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,6 +54,18 @@ def test_every_run_stage_declares_runspecs_paths(stages):
             assert not [d for d in deps if d.startswith("models/")], name
         checked += 1
     assert checked >= 18      # the default matrix: 18 training runs and more
+
+
+def test_every_prepare_stage_declares_dataset_specs_paths(stages):
+    """prepare@<ds> declares DatasetSpec's layout (with the whole summary in it) and its
+    metrics file (the summary's numbers), the paths pipeline.prepare_data writes."""
+    params = load_params(REPO / "params.yaml")
+    prepares = [(name, outs) for name, _, outs, _ in stages if name.startswith("prepare@")]
+    assert prepares
+    for name, outs in prepares:
+        spec = dataset_spec(params, name.split("@", 1)[1])
+        assert set(outs) == {str(spec.root), str(spec.metrics_path)}, name
+        assert outs[str(spec.metrics_path)].metric and not outs[str(spec.root)].metric, name
 
 
 def test_run_arguments_are_checked(params):

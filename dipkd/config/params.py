@@ -355,7 +355,14 @@ class DatasetSpec:
 
     @property
     def root(self) -> Path:
+        """The common COCO layout; its ``summary.json`` is the whole summary (numbers, source,
+        warnings, generator config), the sidecar of :attr:`metrics_path`."""
         return Path("data") / self.name
+
+    @property
+    def metrics_path(self) -> Path:
+        """The numeric part of the summary (``dvc metrics show``): images, ships, sizes..."""
+        return Path("metrics") / "data" / f"{self.name}.json"
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,11 @@
 
 Reads ``annotations/train2017.json`` and ``test2017.json`` of the release (images in
 ``JPEGImages/``), validates them (image files exist and decode with the listed size, boxes
-inside the image with positive area, the single category is ``ship``) and writes the common
-layout with image and annotation ids renumbered from 1 (the release's annotation id 0 is
-pycocotools' "unmatched" marker).
+inside the image and of no negative size, the single category is ``ship``) and writes the
+common layout with image and annotation ids renumbered from 1 (the release's annotation id 0 is
+pycocotools' "unmatched" marker). A zero-size box (width or height 0, or none left after
+clipping to the image) is skipped, as COCO tools skip it; the summary counts those
+(``skipped_boxes`` per split) and a warning names the file.
 
 Each ship keeps the release's own ``area`` (it decides COCO's small/medium/large buckets, so
 APs/APm/APl match mmdet run on the official files). HRSID is an instance-segmentation release:
@@ -17,6 +19,7 @@ a valid ``area`` (missing, not a number, or <= 0) falls back to w*h; the summary
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -57,9 +60,19 @@ def _area(ann: dict):
     return float(area) if np.isfinite(area) and area > 0 else None
 
 
-def _records(path: Path, images_dir: Path) -> tuple[list[ImageRecord], int]:
-    """The images of one split file and the number of annotations whose area fell back to
-    w*h."""
+def _box(ann: dict, height: int, width: int, where: str):
+    """The annotation's ``xyxy`` box checked against its image, or ``None`` for a zero-size
+    box (width or height 0, or degenerate once clipped to the image)."""
+    x, y, bw, bh = (float(v) for v in ann["bbox"])
+    if bw == 0 or bh == 0:
+        return None
+    box = check_box([x, y, x + bw, y + bh], height, width, where)
+    return box if box[2] > box[0] and box[3] > box[1] else None
+
+
+def _records(path: Path, images_dir: Path) -> tuple[list[ImageRecord], dict]:
+    """The images of one split file and its counts: ``area_fallbacks`` (annotations whose
+    area fell back to w*h) and ``skipped_boxes`` (zero-size boxes left out)."""
     coco = _load(path)
     cats = {c["id"]: c["name"] for c in coco["categories"]}
     if set(cats.values()) != {"ship"}:
@@ -71,7 +84,7 @@ def _records(path: Path, images_dir: Path) -> tuple[list[ImageRecord], int]:
             raise DatasetError(f"{path}: annotation {a.get('id')} has unknown category "
                                f"{a.get('category_id')}")
         boxes.setdefault(a["image_id"], []).append(a)
-    records, fallbacks = [], 0
+    records, counts = [], {"area_fallbacks": 0, "skipped_boxes": 0}
     for im in coco["images"]:
         img = images_dir / im["file_name"]
         h, w = image_size(img)
@@ -80,19 +93,23 @@ def _records(path: Path, images_dir: Path) -> tuple[list[ImageRecord], int]:
                                f"{im['width']}x{im['height']}")
         xyxy, areas = [], []
         for a in boxes.get(im["id"], []):
-            x, y, bw, bh = a["bbox"]
-            box = check_box([x, y, x + bw, y + bh], h, w,
-                            f"{path} (annotation {a['id']}, {im['file_name']})")
+            box = _box(a, h, w, f"{path} (annotation {a['id']}, {im['file_name']})")
+            if box is None:
+                counts["skipped_boxes"] += 1
+                continue
             area = _area(a)
             if area is None:
-                fallbacks += 1
+                counts["area_fallbacks"] += 1
                 area = (box[2] - box[0]) * (box[3] - box[1])
             xyxy.append(box)
             areas.append(area)
         records.append(ImageRecord(file_name=Path(im["file_name"]).name, image=img, size=(h, w),
                                    boxes=np.asarray(xyxy).reshape(-1, 4),
                                    areas=np.asarray(areas, dtype=float)))
-    return records, fallbacks
+    if counts["skipped_boxes"]:
+        warnings.warn(f"{path}: {counts['skipped_boxes']} zero-size box(es) skipped",
+                      stacklevel=2)
+    return records, counts
 
 
 def convert_hrsid(root, out_dir) -> dict:
@@ -103,7 +120,8 @@ def convert_hrsid(root, out_dir) -> dict:
     notes = compare_with_published("hrsid", splits)
     return write_coco_dataset(out_dir, splits, extra_summary={
         "source": "hrsid", "warnings": notes,
-        "area_fallbacks": {split: n for split, (_, n) in read.items()}})
+        **{key: {split: counts[key] for split, (_, counts) in read.items()}
+           for key in ("area_fallbacks", "skipped_boxes")}})
 
 
 SOURCE = DataSource("hrsid", lambda root, out_dir, options: convert_hrsid(root, out_dir),
