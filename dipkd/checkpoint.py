@@ -70,8 +70,9 @@ def safe_load(path: str | os.PathLike, map_location="cpu"):
         raise UnsafeCheckpointError(
             f"{path}: refused to load, the file references code outside the checkpoint "
             f"allowlist ({refused[:200]})") from None
-    except (RuntimeError, EOFError, KeyError, IndexError, ValueError) as exc:
-        # a truncated or foreign file: torch's zip/pickle readers fail in these ways
+    except (RuntimeError, EOFError, KeyError, IndexError, ValueError, OSError) as exc:
+        # a truncated or foreign file: torch's zip/pickle readers fail in these ways (a zip
+        # cut short after its header: a bare "OSError: [Errno 22] Invalid argument")
         raise CorruptCheckpointError(f"{path}: not a readable torch checkpoint "
                            f"({str(exc).splitlines()[0][:200]})") from None
 

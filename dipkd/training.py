@@ -46,14 +46,45 @@ def config_fingerprint(cfg, data_root: Path) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _readable_checkpoint(work_dir: Path) -> tuple[Path | None, str]:
+    """The checkpoint to resume from: the one ``last_checkpoint`` names if it loads, else the
+    newest other ``epoch_*.pth`` of the work dir that does (the pointer is rewritten to it);
+    None when none loads. Also returns what was skipped and why (empty if nothing)."""
+    from .checkpoint import CorruptCheckpointError, safe_load
+    pointer = work_dir / "last_checkpoint"
+    named = Path(pointer.read_text().strip())
+    epochs = sorted(work_dir.glob("epoch_*.pth"), reverse=True,
+                    key=lambda p: int(p.stem[6:]) if p.stem[6:].isdigit() else -1)
+    skipped = []
+    for ckpt in [named] + [p for p in epochs if p.resolve() != named.resolve()]:
+        try:
+            safe_load(ckpt)
+        except (CorruptCheckpointError, FileNotFoundError) as exc:   # cut short, or gone
+            why = str(exc).splitlines()[0].removeprefix(f"{ckpt}: ")[:120]
+            skipped.append(f"{ckpt} unreadable ({why})")
+            continue
+        if skipped:
+            pointer.write_text(str(ckpt.resolve()))
+        return ckpt, "; ".join(skipped)
+    return None, "; ".join(skipped)
+
+
 def prepare_work_dir(work_dir: Path, fingerprint: str) -> bool:
-    """Make ``work_dir`` ready; return True when it holds a checkpoint to resume from."""
+    """Make ``work_dir`` ready; return True when it holds a checkpoint to resume from. A last
+    checkpoint that does not load (cut short) falls back to the previous one; with none left
+    the work dir is cleared as for other params."""
     stamp = work_dir / FINGERPRINT
     if work_dir.exists():
         old = json.loads(stamp.read_text()).get("fingerprint") if stamp.exists() else None
-        if old != fingerprint:
-            print(f"[dipkd] {work_dir}: config or data changed since the last run; "
-                  "starting from scratch", flush=True)
+        reason = "config or data changed since the last run" if old != fingerprint else None
+        if reason is None and (work_dir / "last_checkpoint").exists():
+            ckpt, skipped = _readable_checkpoint(work_dir)
+            if ckpt is None:
+                reason = f"{skipped}; no readable checkpoint left"
+            elif skipped:
+                print(f"[dipkd] warning: {skipped}; resuming from {ckpt} instead", flush=True)
+        if reason:
+            print(f"[dipkd] {work_dir}: {reason}; starting from scratch", flush=True)
             shutil.rmtree(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps({"fingerprint": fingerprint}))

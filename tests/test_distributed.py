@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from _helpers import tiny_workspace
+from _polling import alive, complete_checkpoint, processes_in, wait_for
 from dipkd import launch
 from dipkd.config.params import ParamsError, requested_processes
 
@@ -317,17 +318,21 @@ def test_killed_two_process_training_resumes(tmp_path, params):
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     work_dir = tmp_path / spec.work_dir
-    deadline = time.time() + 600
-    while not (work_dir / "last_checkpoint").exists() and proc.poll() is None \
-            and time.time() < deadline:
-        time.sleep(0.1)
+    # a complete checkpoint on disk while the training still runs
+    wait_for(lambda: proc.poll() is not None or complete_checkpoint(work_dir),
+             "a complete first checkpoint")
+    assert proc.poll() is None, "the training ended before it could be killed"
+    stage = processes_in(tmp_path)   # the stage, the torchrun agent and its two workers
+    assert len(stage) >= 3, stage
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert (work_dir / "epoch_1.pth").exists(), "no first checkpoint"
-    time.sleep(1.0)
+    # every one of them dies (the workers with their agent), so none can write the next
+    # epoch's checkpoint after the kill
+    wait_for(lambda: not any(alive(pid) for pid in stage), "the killed stage's processes to end",
+             timeout=120)
+    assert not processes_in(tmp_path)
     left = sorted(p.name for p in work_dir.iterdir())
-    time.sleep(5.0)  # orphaned workers would write the next epoch's checkpoint meanwhile
-    assert sorted(p.name for p in work_dir.iterdir()) == left
+    assert "epoch_1.pth" in left, "no first checkpoint"
     assert "epoch_3.pth" not in left and not (tmp_path / spec.model_path).exists()
     run_id = json.loads((work_dir / "mlflow_run.json").read_text())["run_id"]
 

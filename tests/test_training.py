@@ -10,13 +10,13 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from _helpers import tiny_workspace
+from _polling import complete_checkpoint, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -89,12 +89,13 @@ def test_killed_training_resumes_from_last_checkpoint(tmp_path, params):
            "--detector", "retinanet"]
     proc = subprocess.Popen(cmd, cwd=ws, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    first = ws / "runs/student/ssdd-retinanet-seed0/epoch_1.pth"
-    deadline = time.time() + 600
-    while not first.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    assert first.exists(), "no first checkpoint"
-    time.sleep(1.0)  # let the checkpoint finish writing
+    work = ws / "runs/student/ssdd-retinanet-seed0"
+    # the first epoch's checkpoint complete on disk (named by last_checkpoint and loadable),
+    # while the training still runs: the kill interrupts it
+    wait_for(lambda: proc.poll() is not None or complete_checkpoint(work),
+             "a complete first checkpoint")
+    assert proc.poll() is None, "the training ended before it could be killed"
+    assert complete_checkpoint(work), "no first checkpoint"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (ws / "models/student/ssdd-retinanet-seed0.pth").exists()
