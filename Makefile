@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := $(CURDIR)/.venv
 RUN := PATH="$(VENV)/bin:$$PATH"
 
-.PHONY: setup repro repro-parallel test test-fast bench kd-terms study mlflow-ui
+.PHONY: setup repro repro-parallel test test-fast bench kd-terms study mlflow-ui docs
 
 setup:
 	@bash scripts/setup.sh
@@ -36,3 +36,8 @@ study: setup
 mlflow-ui: setup
 	@echo "open http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
 	$(RUN) mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db
+
+# The documentation site (docs/, mkdocs.yml) at http://127.0.0.1:8000, rebuilt on every edit;
+# tests/test_docs.py builds it with --strict.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(RUN) mkdocs serve

@@ -88,7 +88,7 @@ if have_version mmcv "$MMCV_VERSION" && "$VPY" -c 'import mmcv.ops' 2>/dev/null 
 else
     wheel="$(ls "$WHEEL_DIR"/mmcv-*.whl 2>/dev/null | head -n1 || true)"
     if [ -z "$wheel" ]; then
-        say "no cached mmcv wheel for $KEY: building mmcv $MMCV_VERSION from source (about 20 min on 2 cores)"
+        say "no cached mmcv wheel for $KEY: building mmcv $MMCV_VERSION from source (about 15 min on 2 cores; cached for the next clone)"
         work="$(mktemp -d)"
         trap 'rm -rf "$work"; pip_ install -q "setuptools>=77" >/dev/null 2>&1 || true' EXIT
         say "installing build tools for mmcv (setuptools<70: mmcv's setup.py imports pkg_resources;"
