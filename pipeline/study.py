@@ -1,14 +1,16 @@
 """``make study``: run a committed study definition through DVC and write its report.
 
 A study is params.yaml with the overrides of a definition file (``studies/<name>.yaml``:
-profile, seeds, datasets, detectors, baselines, ablation lists). It runs in a git worktree of
+profile, seeds, datasets, detectors, baselines, ablation lists, compare pairs). It runs in a git worktree of
 the current commit (``.studies/<name>/``, sharing this repository's DVC cache, so finished
 stages are restored from the run-cache instead of trained again), with ``dvc repro tables``,
 and its MLflow runs go to this repository's store with the tag ``study=<name>``. The report
 goes to ``reports/studies/<name>/``:
 
-- ``README.md``: date, commit, machine, wall time, and the tables;
-- ``table{1..5}.{md,csv}`` as the tables stage wrote them (with Δ vs student and its CI);
+- ``README.md``: date, commit, machine, wall time, the ship sizes trained on beside SSDD's
+  (:func:`dipkd.datasets.ship_sizes.size_section`), and the tables;
+- ``table{1..5}.{md,csv}`` as the tables stage wrote them (with Δ vs student and its CI),
+  and ``compare.{md,csv}``: the paired comparisons of the study's ``compare`` pairs;
 - ``curves.png`` + ``curves.json``: validation mAP and training loss per epoch of every run;
 - ``params.yaml``: the exact params the study ran with.
 
@@ -126,7 +128,8 @@ def write_report(name: str, worktree: Path, params: dict, out_dir: Path, started
             f"- exact params: `params.yaml` here; training curves: `curves.png`/`curves.json`\n"
             f"- MLflow: runs tagged `study={name}` (`tags.study = '{name}'`)\n\n")
     tables = "\n".join((tmp / f"{table.name}.md").read_text() for table in TABLES)
-    (tmp / "README.md").write_text(head + tables)
+    from dipkd.datasets.ship_sizes import size_section
+    (tmp / "README.md").write_text(head + size_section(params, worktree / "data") + tables)
     shutil.rmtree(out_dir, ignore_errors=True)
     os.replace(tmp, out_dir)
 
@@ -147,10 +150,12 @@ def main(argv=None) -> int:
     overrides = yaml.safe_load(definition.read_text()) or {}
     params = merged_params(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides)
     sys.path.insert(0, str(ROOT))
-    from dipkd.config.params import ParamsError, validate
+    from dipkd.config.params import validate
+    from dipkd.reports.pairs import check_pairs
     try:
         validate(params)
-    except ParamsError as exc:
+        check_pairs(params)     # `compare` names runs of this study: known before it trains
+    except ValueError as exc:   # a ParamsError, or a `compare` pair this study cannot run
         print(f"error: {definition}: {exc}", file=sys.stderr)
         return 2
     started = time.time()

@@ -20,7 +20,7 @@ def test_every_configured_method_is_a_registered_class_that_describes_itself(par
     assert display_name("student") == "Student" and display_name("teacher") == "Teacher"
     assert display_name("fgd", params) == "FGD" and display_name("dipkd") == "DIPKD"
     assert [m for m in params["baselines"] if method_class(m).footnote] == [
-        "defeat", "frs", "arsd", "twa", "ifkd"]
+        "inherit_only", "defeat", "frs", "arsd", "twa", "ifkd"]
 
 
 def test_a_type_that_is_not_a_kd_loss_is_a_clear_error(params):

@@ -129,7 +129,7 @@ def test_run_spec_resolves_profile_and_role(params):
 
 def test_baselines_must_name_methods_and_a_pipeline_detector(params):
     params["baselines"] = ["fgd", "kd2000"]
-    with pytest.raises(ParamsError, match="unknown baseline method 'kd2000'; valid: fitnet"):
+    with pytest.raises(ParamsError, match="unknown baseline method 'kd2000'; valid: inherit_only, fitnet"):
         validate(params)
     params["baselines"] = ["fgd"]
     params["detectors"] = ["retinanet"]

@@ -43,7 +43,7 @@ TABLE = PaperTable("table6", runs=lambda params: [], collect=lambda params: [],
 '''
 TABLE_CHECK = """
 from dipkd.reports.tables import TABLES
-assert [t.name for t in TABLES] == [f"table{n}" for n in range(1, 7)]
+assert [t.name for t in TABLES] == [*(f"table{n}" for n in range(1, 7)), "compare"]
 """
 
 NEW_SOURCE = '''

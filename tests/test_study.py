@@ -16,7 +16,8 @@ pytestmark = pytest.mark.slow
 TINY = {
     "profile": "smoke", "seeds": [0, 1], "teacher_seed": 0,
     "datasets": ["ssdd"], "detectors": ["faster_rcnn"],
-    "baselines": [], "baseline_detector": "faster_rcnn",
+    "baselines": ["inherit_only"], "baseline_detector": "faster_rcnn",
+    "compare": [["dipkd", "inherit_only"], ["dipkd", "dipkd-inheritfalse"]],
     "ablation": {"dataset": "ssdd", "detector": "faster_rcnn", "modules": [], "tau": [],
                  "mask_rate": []},
     "profiles": {"smoke": {
@@ -41,18 +42,34 @@ def test_study_runs_end_to_end_and_writes_every_file(tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     report = ws / "reports" / "studies" / "tiny"
     for name in ("README.md", "curves.png", "curves.json", "params.yaml",
-                 *(f"table{n}.{e}" for n in range(1, 6) for e in ("md", "csv"))):
+                 *(f"{t}.{e}" for t in (*(f"table{n}" for n in range(1, 6)), "compare")
+                   for e in ("md", "csv"))):
         assert (report / name).is_file() and (report / name).stat().st_size > 0, name
     readme = (report / "README.md").read_text()
     assert "wall time" in readme and "commit" in readme and "Δ mAP vs student" in readme
+    assert "ResNet18 + teacher init, no KD" in readme and "Paired comparisons" in readme
+    import pandas as pd
+    pairs = pd.read_csv(report / "compare.csv")
+    assert list(pairs.loc[pairs["named"], "b"]) == ["inherit_only", "dipkd-inheritfalse"]
+    assert (pairs["n_seeds"] == 2).all() and pairs["mAP_half_width"].notna().all()
     assert yaml.safe_load((report / "params.yaml").read_text())["seeds"] == [0, 1]
     curves = json.loads((report / "curves.json").read_text())
     assert "teacher/ssdd-faster_rcnn-seed0" in curves and "student/ssdd-faster_rcnn-seed1" in curves
     import mlflow
     client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{ws / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("dipkd-repro/smoke").experiment_id])
-    # 1 teacher + 2 seeds x (student, DIPKD, DIPKD without inheritance)
-    assert len(runs) == 7 and all(r.data.tags.get("study") == "tiny" for r in runs)
+    # 1 teacher + 2 seeds x (student, DIPKD, DIPKD without inheritance, inherit-only)
+    assert len(runs) == 9 and all(r.data.tags.get("study") == "tiny" for r in runs)
+    dipkd = [r for r in runs if r.data.tags.get("method") == "dipkd"
+             and "variant" not in r.data.tags]
+    assert len(dipkd) == 2 and all("compare/dipkd-vs-inherit_only/mAP_ci_low" in r.data.metrics
+                                   for r in dipkd)
     bad = subprocess.run([sys.executable, "-m", "pipeline.study", "--name", "missing"], cwd=ws,
                          env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "study definition not found" in bad.stderr
+    (ws / "studies" / "nofgd.yaml").write_text(yaml.safe_dump(
+        dict(TINY, compare=[["dipkd", "fgd"]])))                # fgd is not run: refused
+    bad = subprocess.run([sys.executable, "-m", "pipeline.study", "--name", "nofgd"], cwd=ws,
+                         env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "pair [dipkd, fgd]: no runs named fgd" in bad.stderr
+    assert not (ws / "reports" / "studies" / "nofgd").exists()

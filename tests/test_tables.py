@@ -65,10 +65,12 @@ def test_table1_from_metrics_files_with_paper_values(tmp_path, params):
     _write(tmp_path, "student", "ssdd-faster_rcnn", [0.574] * 12)
     _write(tmp_path, "distilled/dipkd", "ssdd-faster_rcnn", [0.602] * 12)
     _write(tmp_path, "distilled/dipkd-inheritfalse", "ssdd-faster_rcnn", [0.58] * 12)
+    _write(tmp_path, "distilled/inherit_only", "ssdd-faster_rcnn", [0.59] * 12)
     rows = table1.collect(params, metrics_dir=tmp_path / "metrics")
     assert [r.labels["Model"] for r in rows] == ["ResNet50(tea)", "ResNet18(stu)",
                                                  "ours: ResNet18 + DIPKD",
-                                                 "ours: ResNet18 + DIPKD without inheritance"]
+                                                 "ours: ResNet18 + DIPKD without inheritance",
+                                                 "ResNet18 + teacher init, no KD"]
     assert rows[3].paper == {} and set(rows[2].delta) == {"mAP"} and not rows[1].delta
     assert rows[2].delta["mAP"].delta == 0.0      # identical detections: no difference
     assert rows[2].stats("mAP")[0] == pytest.approx(60.2)
@@ -84,7 +86,7 @@ def test_table1_from_metrics_files_with_paper_values(tmp_path, params):
     assert "seed 0 (one run per cell)" in md
     assert "| SSDD" in md and "AR1" not in md  # ten metric columns
     csv = pd.read_csv(tmp_path / "reports" / "tables" / "table1.csv")
-    assert csv.shape == (4, 3 + 1 + 4 * 10 + 3)   # + mAP_delta, _ci_low, _ci_high
+    assert csv.shape == (5, 3 + 1 + 4 * 10 + 3)   # + mAP_delta, _ci_low, _ci_high
     assert csv.loc[2, "mAP_delta"] == 0.0 and pd.isna(csv.loc[1, "mAP_delta"])
     assert "Δ mAP vs student [95% CI]" in md and "paired bootstrap" in md
     assert csv.loc[0, "mAP_diff"] == 0.0 and csv.loc[1, "mAP_paper"] == 57.4

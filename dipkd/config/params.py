@@ -263,6 +263,7 @@ def validate(params: dict) -> None:
     if "baseline_detector" in params:
         _choose("baseline_detector", params["baseline_detector"], params["detectors"])
     _validate_ablation(params)
+    _validate_compare(params.get("compare"))
     requested_processes(params)   # checks compute.gpus
     prof_name = params["profile"]
     prof = profiles[prof_name]
@@ -343,6 +344,22 @@ def _validate_ablation(params: dict) -> None:
                                   "remove it from the list")
 
 
+def _validate_compare(pairs) -> None:
+    """``compare``: a list of pairs ``[a, b]`` of two different run-group names (whether each
+    names runs of this matrix is checked where the groups are known: dipkd/reports/pairs.py)."""
+    if pairs is None:
+        return
+    if not isinstance(pairs, list):
+        raise ParamsError(f"params.yaml: compare must be a list of pairs [a, b], got {pairs!r}")
+    for pair in pairs:
+        if (not isinstance(pair, list) or len(pair) != 2
+                or not all(isinstance(n, str) and n for n in pair) or pair[0] == pair[1]):
+            raise ParamsError(f"params.yaml: compare entry {pair!r} is not a pair [a, b] of two "
+                              "different run names (e.g. [dipkd, inherit_only])")
+    if len({tuple(p) for p in pairs}) != len(pairs):
+        raise ParamsError("params.yaml: compare has duplicate pairs")
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     """Where one dataset comes from and where its COCO layout lives."""
@@ -404,6 +421,13 @@ class RunSpec:
     @property
     def work_dir(self) -> Path:
         return Path("runs") / self.group / self.run_key
+
+    @property
+    def log_path(self) -> Path:
+        """Everything the run's stage wrote (mmengine's full log, warnings): the console shows
+        only its start and result lines (:mod:`dipkd.console`). Beside the work dir, which a
+        changed config clears."""
+        return Path("runs") / self.group / f"{self.run_key}.log"
 
     @property
     def model_path(self) -> Path:

@@ -38,8 +38,9 @@ def coco_size_bucket(area: float) -> str:
 @dataclass
 class ImageRecord:
     """One image to write: pixels (an array, or the path of a file to copy as is), its size
-    (height, width), boxes (``xyxy``), extra COCO image fields and optionally each box's COCO
-    ``area`` as the source gives it (``None``: ``w * h``)."""
+    (height, width), boxes (``xyxy``), extra COCO image fields, optionally each box's COCO
+    ``area`` as the source gives it (``None``: ``w * h``) and extra fields of each box's
+    annotation (``box_extra``, one dict per box, e.g. the synthetic ship's ``rbox``)."""
 
     file_name: str
     image: np.ndarray | Path
@@ -47,6 +48,7 @@ class ImageRecord:
     extra: dict = field(default_factory=dict)
     size: tuple | None = None
     areas: np.ndarray | None = None
+    box_extra: list | None = None
 
     @property
     def hw(self) -> tuple:
@@ -69,11 +71,15 @@ def _coco_dict(records: list[tuple[ImageRecord, int, int]]) -> dict:
         boxes = np.asarray(rec.boxes, dtype=float).reshape(-1, 4)
         areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) if rec.areas is None \
             else np.asarray(rec.areas, dtype=float).reshape(-1)
-        for (x1, y1, x2, y2), area in zip(boxes, areas):
+        extras = rec.box_extra if rec.box_extra is not None else [{}] * len(boxes)
+        if len(extras) != len(boxes):
+            raise ValueError(f"{rec.file_name}: {len(extras)} box_extra entries for "
+                             f"{len(boxes)} boxes")
+        for (x1, y1, x2, y2), area, extra in zip(boxes, areas, extras):
             w, h = x2 - x1, y2 - y1
             annotations.append({"id": len(annotations) + 1, "image_id": img_id,
                                 "category_id": 1, "bbox": [x1, y1, w, h], "area": float(area),
-                                "iscrowd": 0})
+                                "iscrowd": 0, **extra})
     return {"images": images, "annotations": annotations, "categories": CATEGORIES}
 
 

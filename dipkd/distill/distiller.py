@@ -17,7 +17,10 @@
   anchor generator and box coder) and,
   only when the loss sets ``needs_teacher_head = True``, ``teacher_cls_scores`` and
   ``teacher_bbox_preds`` (the frozen teacher's head on the teacher's features, no grad);
-  otherwise those two are ``None``. A loss takes what it needs and ignores the rest.
+  otherwise those two are ``None``. A loss takes what it needs and ignores the rest. A loss
+  that sets ``needs_teacher_features = False`` (the inherit-only control, which has no KD
+  term) gets ``teacher_feats=None`` and the teacher's forward pass is skipped. Its loss dict
+  may be empty: the student then trains on its detection losses alone.
 - ``fpn_levels`` (``methods.<m>.fpn_levels``): the FPN outputs distilled, by index (0 = the
   finest; Faster R-CNN P2..P6, RetinaNet P3..P7). The loss receives only those levels' features
   and dense-head outputs, plus ``fpn_levels`` in its context (for anchors/strides). The DIPKD
@@ -135,10 +138,11 @@ class FeatureDistiller(BaseDetector):
         return self.student.extract_feat(batch_inputs)
 
     def loss(self, batch_inputs, batch_data_samples) -> dict:
-        teacher_head_out = (None, None)
+        teacher_head_out, teacher_feats = (None, None), None
         with torch.no_grad():
-            teacher_feats = self.teacher.extract_feat(batch_inputs)
-            if getattr(self.kd_loss, "needs_teacher_head", False):
+            if getattr(self.kd_loss, "needs_teacher_features", True):
+                teacher_feats = self.teacher.extract_feat(batch_inputs)
+            if teacher_feats is not None and getattr(self.kd_loss, "needs_teacher_head", False):
                 teacher_head_out = dense_head(self.teacher)(teacher_feats)[:2]
         self._captured.clear()
         losses = self.student.loss(batch_inputs, batch_data_samples)

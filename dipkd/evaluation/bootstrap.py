@@ -12,6 +12,9 @@ With several seeds (several runs of each model) the resampling is hierarchical: 
 resample first draws seeds with replacement (the same draw for both models, runs paired by
 seed), then images; the metric of a model is the mean over the drawn seeds' runs.
 
+:func:`variance_split` splits that uncertainty into a seeds' part and a test images' part
+(one-factor bootstraps with the same RNG; see there).
+
 Only the pieces of pycocotools' ``accumulate``/``summarize`` it defines are used: mAP is the
 mean of ``eval['precision']`` over IoU thresholds, recall points and the (one) category at
 area 'all' and maxDets 100 (entries > -1), AP50 the same at IoU 0.5 (``COCOeval.summarize``).
@@ -22,6 +25,7 @@ import contextlib
 import copy
 import hashlib
 import io
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,13 +111,8 @@ def _summary(ev: COCOeval, iou, area: str, max_dets: int = 100) -> float:
     return float(valid.mean()) if valid.size else float("nan")
 
 
-def paired_bootstrap(model_runs: list[PerImageEval], reference_runs: list[PerImageEval],
-                     names=("mAP",), resamples: int = RESAMPLES, seed: int = SEED) -> dict:
-    """``{metric: Delta}`` of mean(model) - mean(reference), in percentage points.
-
-    ``model_runs`` / ``reference_runs``: one :class:`PerImageEval` per seed, paired by
-    position, all on the same test images. One seed: images resampled; several: seeds, then
-    images (hierarchical). The point estimate is the difference on the full test set."""
+def _checked(model_runs: list[PerImageEval], reference_runs: list[PerImageEval]) -> int:
+    """The number of test images after checking that the runs pair up."""
     if not model_runs or len(model_runs) != len(reference_runs):
         raise ValueError(f"paired bootstrap needs the same number of runs per model, got "
                          f"{len(model_runs)} and {len(reference_runs)}")
@@ -121,26 +120,54 @@ def paired_bootstrap(model_runs: list[PerImageEval], reference_runs: list[PerIma
     for run in model_runs + reference_runs:
         if run.image_ids != ids:
             raise ValueError("paired bootstrap: the runs were evaluated on different images")
+    return len(ids)
+
+
+def _mean_over(runs, seeds, images, names) -> dict:
+    vals = [runs[s].metrics(images, names) for s in seeds]
+    return {k: float(np.mean([v[k] for v in vals])) for k in names}
+
+
+def _replicates(model_runs, reference_runs, names, resamples: int, seed: int,
+                draw_seeds: bool, draw_images: bool) -> dict:
+    """``{metric: array}`` of mean(model) - mean(reference) (fractions) over ``resamples``
+    draws from ``np.random.default_rng(seed)``, each drawing seeds with replacement (when
+    there is more than one), then images with replacement: the hierarchical resample. Only
+    the drawn factors are used: seeds when ``draw_seeds`` (else every seed), images when
+    ``draw_images`` (else the full test set), so the one-factor bootstraps share the
+    hierarchical one's draws (and its memoised per-run metrics)."""
+    n_img = _checked(model_runs, reference_runs)
+    n_seed = len(model_runs)
     rng = np.random.default_rng(seed)
-    n_img, n_seed = len(ids), len(model_runs)
-
-    def mean_over(runs, seeds, images):
-        vals = [runs[s].metrics(images, names) for s in seeds]
-        return {k: float(np.mean([v[k] for v in vals])) for k in names}
-
     full = np.arange(n_seed)
-    point_m, point_r = mean_over(model_runs, full, None), mean_over(reference_runs, full, None)
     diffs = {k: [] for k in names}
     for _ in range(resamples):
         seeds = rng.integers(0, n_seed, n_seed) if n_seed > 1 else full
         images = rng.integers(0, n_img, n_img)
-        m, r = mean_over(model_runs, seeds, images), mean_over(reference_runs, seeds, images)
+        seeds, images = (seeds if draw_seeds else full), (images if draw_images else None)
+        m = _mean_over(model_runs, seeds, images, names)
+        r = _mean_over(reference_runs, seeds, images, names)
         for k in names:
             diffs[k].append(m[k] - r[k])
+    return {k: np.asarray(v, dtype=float) for k, v in diffs.items()}
+
+
+def paired_bootstrap(model_runs: list[PerImageEval], reference_runs: list[PerImageEval],
+                     names=("mAP",), resamples: int = RESAMPLES, seed: int = SEED) -> dict:
+    """``{metric: Delta}`` of mean(model) - mean(reference), in percentage points.
+
+    ``model_runs`` / ``reference_runs``: one :class:`PerImageEval` per seed, paired by
+    position, all on the same test images. One seed: images resampled; several: seeds, then
+    images (hierarchical). The point estimate is the difference on the full test set."""
+    _checked(model_runs, reference_runs)
+    full = np.arange(len(model_runs))
+    point_m = _mean_over(model_runs, full, None, names)
+    point_r = _mean_over(reference_runs, full, None, names)
+    diffs = _replicates(model_runs, reference_runs, names, resamples, seed,
+                        draw_seeds=True, draw_images=True)
     out = {}
     for k in names:
-        d = np.asarray(diffs[k], dtype=float)
-        d = d[np.isfinite(d)]
+        d = diffs[k][np.isfinite(diffs[k])]
         point = 100.0 * (point_m[k] - point_r[k])
         if not d.size or not np.isfinite(point):
             out[k] = Delta(float("nan"), float("nan"), float("nan"))
@@ -148,3 +175,47 @@ def paired_bootstrap(model_runs: list[PerImageEval], reference_runs: list[PerIma
         lo, hi = np.percentile(d, [2.5, 97.5])
         out[k] = Delta(point, 100.0 * float(lo), 100.0 * float(hi))
     return out
+
+
+@dataclass(frozen=True)
+class VarianceSplit:
+    """Where the uncertainty of a paired difference comes from (percentage points squared):
+    ``seeds`` is the bootstrap variance of the difference with the seeds resampled and the
+    test images held at the full test set, ``images`` with the images resampled and every
+    seed's run kept (NaN: not measurable, e.g. seeds with one seed)."""
+
+    seeds: float
+    images: float
+
+    def share(self, part: str) -> float:
+        """``part``'s (``seeds`` or ``images``) fraction of ``seeds + images``; NaN when
+        either is not measurable or both are 0."""
+        total = self.seeds + self.images
+        return getattr(self, part) / total if math.isfinite(total) and total > 0 else math.nan
+
+
+def variance_split(model_runs: list[PerImageEval], reference_runs: list[PerImageEval],
+                   name: str = "mAP", resamples: int = RESAMPLES,
+                   seed: int = SEED) -> VarianceSplit:
+    """How much of the variance of ``paired_bootstrap``'s difference comes from seeds and
+    how much from test images: two one-factor bootstraps of the same paired difference, on
+    the draws of the hierarchical one (the same ``resamples`` draws of
+    ``np.random.default_rng(seed)``, each seeds then images), one using only each draw's
+    seeds (runs paired by seed, images fixed at the full test set), one only its images (the
+    same images for every seed and both models, every seed kept); each part is the sample
+    variance (``ddof=1``) of its differences, in percentage points squared. Each is the
+    variance the hierarchical bootstrap would have if the other factor were held at what was
+    observed; their sum approximates its variance (the two-way interaction left out), so
+    ``share`` says which factor narrows the interval more when it grows: more seeds or more
+    test images. With one seed the seeds' part is not measurable (NaN)."""
+    parts = {}
+    for part, draw_seeds in (("seeds", True), ("images", False)):
+        if part == "seeds" and len(model_runs) < 2:
+            _checked(model_runs, reference_runs)
+            parts[part] = math.nan
+            continue
+        d = _replicates(model_runs, reference_runs, (name,), resamples, seed,
+                        draw_seeds=draw_seeds, draw_images=not draw_seeds)[name]
+        d = d[np.isfinite(d)]
+        parts[part] = float(np.var(100.0 * d, ddof=1)) if d.size > 1 else math.nan
+    return VarianceSplit(**parts)

@@ -27,6 +27,8 @@ class KDMethod:
     reference: str = ""       # the work reproduced
     footnote: str = ""        # where ours differs from the published method (Table 2)
     needs_teacher_head: bool = False   # the distiller then passes the teacher's head scores
+    needs_teacher_features: bool = True   # False: the distiller skips the teacher's forward
+                                          # and passes teacher_feats=None (no KD term reads it)
 
 
 def kd_methods() -> dict[str, type]:

@@ -39,6 +39,19 @@ def delta_vs_student(model_specs, student_specs, names=("mAP",),
     return paired_bootstrap(model, student, names=tuple(names))
 
 
+def mlflow_run_of(model: Path, client) -> str | None:
+    """The MLflow run that trained ``model`` (its checkpoint's ``meta.mlflow_run_id``) when
+    it is in ``client``'s store; else None, with a note (a colleague's model, a new db)."""
+    from ..checkpoint import safe_load
+    run_id = safe_load(model).get("meta", {}).get("mlflow_run_id")
+    try:
+        client.get_run(run_id)
+    except Exception:  # noqa: BLE001  (not in this store)
+        print(f"[dipkd] {model}: MLflow run {run_id} not in this store; nothing logged")
+        return None
+    return run_id
+
+
 def log_run_deltas(params: dict, base: Path = Path("."), names=("mAP", "AP50")) -> int:
     """Log "Δ vs student" into the MLflow run of every distilled model that has detections:
     metrics ``delta/<metric>``, ``delta/<metric>_ci_low``, ``delta/<metric>_ci_high`` (this
@@ -49,7 +62,6 @@ def log_run_deltas(params: dict, base: Path = Path("."), names=("mAP", "AP50")) 
 
     import mlflow
 
-    from ..checkpoint import safe_load
     from ..config.params import DETECTORS, dataset_spec, experiment_name
     from ..tracking import ensure_experiment
 
@@ -68,11 +80,8 @@ def log_run_deltas(params: dict, base: Path = Path("."), names=("mAP", "AP50")) 
         d = paired_bootstrap([_per_image(str(det_file), str(gt), det_file.stat().st_mtime)],
                              [_per_image(str(student), str(gt), student.stat().st_mtime)],
                              names=tuple(names))
-        run_id = safe_load(model).get("meta", {}).get("mlflow_run_id")
-        try:
-            client.get_run(run_id)
-        except Exception:  # noqa: BLE001  (not in this store: a colleague's model, a new db)
-            print(f"[dipkd] {model}: MLflow run {run_id} not in this store; Δ not logged")
+        run_id = mlflow_run_of(model, client)
+        if run_id is None:
             continue
         for k, v in d.items():
             for suffix, value in (("", v.delta), ("_ci_low", v.ci_low), ("_ci_high", v.ci_high)):

@@ -1,7 +1,8 @@
 """The paper's tables: a plugin folder (:mod:`dipkd.plugins`). Each module here defines one
 or more tables with the same small interface (:class:`dipkd.reports.common.PaperTable`:
 its name, its runs, its rows, its writer) as module-level objects; :data:`TABLES` holds all
-of them in the order of their names (table1, table2, ..., table10), and the ``tables`` stage
+of them in the order of their names (table1, table2, ..., table10, then tables of ours such
+as ``compare``, the paired comparisons), and the ``tables`` stage
 (``pipeline/make_tables.py``) writes each into ``reports/tables/`` (the stage's one output
 directory). A new table is one module here (and its published values in
 ``dipkd/reports/paper_values.yaml``). The MLflow ``tables`` tag of each run comes from the
@@ -16,11 +17,13 @@ from ..common import PaperTable
 
 
 def _in_order(found: list[PaperTable]) -> tuple[PaperTable, ...]:
+    """The paper's tables (``table<N>``) in number order, then ours (``compare``) by name."""
     names = [t.name for t in found]
     if len(set(names)) != len(names):
         raise ValueError(f"two tables share a name: {sorted(names)}")
-    return tuple(sorted(found, key=lambda t: [int(p) if p.isdigit() else p
-                                              for p in re.split(r"(\d+)", t.name)]))
+    return tuple(sorted(found, key=lambda t: (re.fullmatch(r"table\d+", t.name) is None,
+                                              [int(p) if p.isdigit() else p
+                                               for p in re.split(r"(\d+)", t.name)])))
 
 
 TABLES = _in_order(instances_in(import_submodules(__name__), PaperTable))
