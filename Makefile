@@ -4,13 +4,14 @@ SHELL := /bin/bash
 VENV := $(CURDIR)/.venv
 RUN := PATH="$(VENV)/bin:$$PATH"
 
-.PHONY: setup repro repro-parallel test test-fast bench kd-terms study mlflow-ui docs
+.PHONY: setup repro repro-parallel test test-fast bench kd-terms study mlflow-ui docs doctor
 
 setup:
 	@bash scripts/setup.sh
 
+# one line per stage; each run's full log in runs/<group>/<run>.log (V=1: everything)
 repro: setup
-	$(RUN) dvc repro
+	$(RUN) dipkd repro $(if $(V),-v)
 
 # N runs at a time through DVC's queue, one GPU (compute.gpus GPUs) each (dipkd/parallel_repro.py)
 JOBS ?= 2
@@ -22,6 +23,11 @@ test: setup
 
 test-fast: setup
 	$(RUN) python -m pytest -m "not slow"
+
+# Everything a training run touches, on this machine's device, in a few minutes
+# (dipkd/doctor/, reports/doctor.md); default cuda:0 + paper profile, cpu + smoke without CUDA
+doctor: setup
+	$(RUN) dipkd doctor $(if $(DEVICE),--device $(DEVICE)) $(if $(PROFILE),--profile $(PROFILE))
 
 kd-terms: setup
 	$(RUN) python benchmarks/kd_terms.py --out reports/kd_terms.md

@@ -10,8 +10,10 @@ from .checkpoint import install as _install_safe_loader
 from .distill.distiller import register as _register_distiller
 from .evaluation.metric import register_metric
 from .kd_terms import register as _register_kd_term_hook
+from .progress import register as _register_progress_hook
 
 register_metric()
 _register_distiller()
 _register_kd_term_hook()
+_register_progress_hook()
 _install_safe_loader()

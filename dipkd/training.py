@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from . import launch
+from . import console, launch
 from .mmdet_config import build_config, own_visualizer
 from .config.params import RunSpec
 from .datasets.coco_layout import validate_layout
@@ -155,6 +155,8 @@ def train(spec: RunSpec, *, cfg=None, extra_tags: dict | None = None) -> Path:
     cfg.vis_backends = backends
     cfg.visualizer.vis_backends = backends
     own_visualizer(cfg)
+    if leader and console.progress_bar_wanted():   # after the fingerprint: display only
+        cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type="ProgressBarHook")]
     cfg.resume = resume
     if resume and leader:
         print(f"[dipkd] resuming {work_dir} from {latest_checkpoint(work_dir)}", flush=True)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
-from dipkd import device_slots, launch
+from dipkd import console, device_slots, launch
 from dipkd.code_deps import record_loaded_modules
 from dipkd.checkpoint import CorruptCheckpointError, UnsafeCheckpointError
 from dipkd.config.params import (DISTILLED, ROLES, ParamsError, distill_spec, load_params,
@@ -15,9 +17,20 @@ from dipkd.datasets.coco_layout import validate_layout
 from dipkd.models.pretrained import PretrainedWeightsError
 
 
-def run(main, description: str, *args_spec, scale_out: bool = False, then=None) -> None:
+STAGE_LOGS = Path("runs") / "logs"   # the full output of the stages that are not one run's
+
+
+def run(main, description: str, *args_spec, scale_out: bool = False, then=None,
+        console_lines=None, quiet: bool = False) -> None:
     """Parse the stage's arguments, load params.yaml and call ``main(params, args)``, then
     ``then(params, args)`` if given.
+
+    ``console_lines(params, args)`` (the training stages) returns ``(log file, title)``: the
+    stage then shows only ``title`` when it starts and ``title  <seconds> s  <what then
+    returned>`` when it ends, everything else going to the log file (:mod:`dipkd.console`;
+    ``DIPKD_VERBOSE=1`` shows it all). ``quiet=True`` (the other stages that run models:
+    tables, figures, efficiency) captures their output into ``runs/logs/<script>.log`` the
+    same way; what they want shown they write with :func:`dipkd.console.say`.
 
     ``scale_out=True`` (the training stages): with ``compute.gpus: N > 1`` the stage is not
     run here but re-executed in N processes under torchrun (:mod:`dipkd.launch`), after the
@@ -32,25 +45,50 @@ def run(main, description: str, *args_spec, scale_out: bool = False, then=None) 
         launch.die_with_launcher()
     if not launch.in_worker():      # torchrun's workers inherit their launcher's devices
         device_slots.acquire()      # a parallel repro's worker slot (dipkd.parallel_repro)
-    try:
+    with one_line_errors():
         params = load_params(args.params)
-        if scale_out:
-            processes = requested_processes(params)
-            if launch.needs_launch(processes):
-                _check_training_inputs(params, args)
-                launch.check_devices(processes)
-                code = launch.relaunch(processes)
-                if code or then is None:
-                    sys.exit(code)
-                then(params, args)
-                return
-        main(params, args)
-        if then is not None and not launch.in_worker():
-            then(params, args)
+        log_file, title = (None, None)
+        if console_lines is not None and not launch.in_worker():
+            log_file, title = console_lines(params, args)
+            console.say(title)
+        elif quiet:
+            log_file = STAGE_LOGS / f"{main.__module__.rpartition('.')[2]}.log"
+    start = time.monotonic()
+    with console.captured(log_file), one_line_errors():
+        result = _main_then(main, then, params, args, scale_out)
+    if title is not None:
+        console.say(f"{title}  {time.monotonic() - start:.0f} s"
+                    + (f"  {result}" if result else ""))
+
+
+@contextmanager
+def one_line_errors():
+    """Bad input (params, names, files, checkpoints) ends the stage with one line and exit
+    code 2, no traceback (on the console also while the output is captured)."""
+    try:
+        yield
     except (ParamsError, FileNotFoundError, ValueError, PretrainedWeightsError,
             CorruptCheckpointError, UnsafeCheckpointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        console.error(f"error: {exc}")
         sys.exit(2)
+
+
+def _main_then(main, then, params, args, scale_out: bool):
+    """``main`` here or in torchrun's workers, then ``then`` once in this process; returns
+    what ``then`` returned."""
+    if scale_out:
+        processes = requested_processes(params)
+        if launch.needs_launch(processes):
+            _check_training_inputs(params, args)
+            launch.check_devices(processes)
+            code = launch.relaunch(processes)
+            if code or then is None:
+                sys.exit(code)
+            return then(params, args)
+    main(params, args)
+    if then is not None and not launch.in_worker():
+        return then(params, args)
+    return None
 
 
 def parser(description: str, *args_spec) -> argparse.ArgumentParser:

@@ -2,6 +2,7 @@
 feature heat maps, detections) from the trained checkpoints, into reports/figures/."""
 from pathlib import Path
 
+from dipkd import console
 from dipkd.reports.figures import make_figures
 from pipeline._cli import SEED, run
 
@@ -12,12 +13,11 @@ def main(params, args):
                        level=args.level, score_thr=args.score_thr, fft_keep=args.fft_keep,
                        out_dir=Path(args.out_dir), seed=args.seed)
     summ = out["fig3_numbers"]["summary"]
-    print("[dipkd] Figure 3 (mean over {} images): ".format(out["fig3_numbers"]["images"])
-          + "; ".join(f"{v}: ENL {summ[v]['enl']['mean']:.3g}, SSI^-1 "
-                      f"{summ[v]['ssi_inv']['mean']:.3g}, SMPI^-1 "
-                      f"{summ[v]['smpi_inv']['mean']:.3g}" for v in summ), flush=True)
-    for key in ("fig3", "fig4", "fig5"):
-        print(f"[dipkd] wrote {out[key]}", flush=True)
+    console.say("[dipkd] Figure 3 (mean over {} images): ".format(out["fig3_numbers"]["images"])
+                + "; ".join(f"{v}: ENL {summ[v]['enl']['mean']:.3g}, SSI^-1 "
+                            f"{summ[v]['ssi_inv']['mean']:.3g}, SMPI^-1 "
+                            f"{summ[v]['smpi_inv']['mean']:.3g}" for v in summ))
+    console.say("[dipkd] wrote " + ", ".join(str(out[key]) for key in ("fig3", "fig4", "fig5")))
 
 
 if __name__ == "__main__":
@@ -34,4 +34,4 @@ if __name__ == "__main__":
         (("--score-thr",), dict(type=float, default=0.3, help="Figure 5 score threshold")),
         (("--fft-keep",), dict(type=float, default=0.25,
                                help="fraction of the spectrum the FFT baseline keeps")),
-        (("--out-dir",), dict(default="reports/figures")))
+        (("--out-dir",), dict(default="reports/figures")), quiet=True)

@@ -16,6 +16,7 @@ import torch
 
 from dipkd.config.params import DISTILLED, run_spec
 from dipkd.evaluation.run import evaluate
+from dipkd.kd.methods import display_name
 from dipkd.mmdet_config import build_distill_config
 from dipkd.training import prune_work_dir, train
 from pipeline._cli import RUN_ARGS, run, run_of
@@ -40,16 +41,27 @@ def main(params, args):
     train(spec, cfg=cfg, extra_tags=tags)
 
 
-def test(params, args):
+def test(params, args) -> str:
     """Test the exported model, then drop the work dir's checkpoints (once, in the launching
-    process)."""
+    process). Returns the result for the stage's last console line."""
     spec = run_of(params, args)
-    evaluate(spec)
+    metrics = evaluate(spec)
     prune_work_dir(spec.work_dir)
+    return f"mAP {metrics['mAP']:.3f}"
+
+
+def console_lines(params, args):
+    """The run's log file and the stage's console title, e.g.
+    ``DIPKD  ssdd-faster_rcnn-seed0  2 epochs``."""
+    spec = run_of(params, args)
+    who = display_name(spec.method if spec.role == DISTILLED else spec.role, params)
+    if spec.variant:
+        who += f" {spec.variant}"
+    return spec.log_path, f"{who}  {spec.run_key}  {spec.schedule.epochs} epochs"
 
 
 def cli():
-    run(main, __doc__, *RUN_ARGS, scale_out=True, then=test)
+    run(main, __doc__, *RUN_ARGS, scale_out=True, then=test, console_lines=console_lines)
 
 
 if __name__ == "__main__":

@@ -121,7 +121,8 @@ def test_workers_train_instead_of_relaunching(monkeypatch, write_params, params)
 
 
 def test_bad_input_fails_before_launching(tmp_path, monkeypatch, params):
-    """Names and the dataset are checked in the launching process: one line, exit 2."""
+    """Names and the dataset are checked in the launching process: one line (and the log
+    file's path once the stage's output is captured), exit 2."""
     params["compute"] = {"gpus": 2}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -132,7 +133,9 @@ def test_bad_input_fails_before_launching(tmp_path, monkeypatch, params):
                                "--dataset", "ssdd", "--detector", detector], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 2, proc.stderr
-        assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+        first, *rest = proc.stderr.strip().splitlines()
+        assert message in first and first.startswith("error: ")
+        assert rest in ([], ["  full log: runs/student/ssdd-retinanet-seed0.log"]), rest
         assert "launching" not in proc.stdout
 
 

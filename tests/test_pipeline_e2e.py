@@ -51,6 +51,7 @@ def _shrink(params: dict) -> None:
             entry["epochs"] = 1
     params["datasets"] = ["ssdd"]
     params["baselines"] = ["fgd", "ifkd"]   # IFKD: a method that reads the teacher's head
+    params["compare"] = [["dipkd", "fgd"], ["dipkd", "dipkd-inheritfalse"]]   # no inherit_only
     params["figures"]["methods"] = ["student", "fgd", "ifkd", "dipkd"]
     params["ablation"].update(modules=["rit"], tau=[1.0], mask_rate=[1.0])
 
@@ -89,6 +90,26 @@ def _assert_manifests_cover_what_the_stages_loaded(ws: Path, records: Path):
     assert {"pipeline.make_tables", "pipeline.prepare_data"} <= set(seen)
 
 
+def _assert_quiet_console(ws: Path, console: str) -> None:
+    """`dipkd repro` (make repro): every stage on at most 3 lines, all prefixed [k/N] with N
+    the pipeline's stage count; a training stage's last line has its time and mAP; the full
+    output of each run is in its log file."""
+    lines = console.splitlines()
+    stages = {}
+    for line in lines:
+        assert line.startswith("["), line
+        place, stage = line.split()[:2]
+        stages.setdefault((place, stage), []).append(line)
+    total = {place.split("/")[1] for place, _ in stages}
+    assert len(total) == 1 and int(total.pop().rstrip("]")) == len(stages), sorted(stages)
+    crowded = {stage: shown for (_, stage), shown in stages.items() if len(shown) > 3}
+    assert not crowded, crowded
+    teacher = next(v for (_, s), v in stages.items() if s == "train_teacher@ssdd-faster_rcnn")
+    assert teacher[-1].split("  ")[-1].startswith("mAP ") and " s  mAP " in teacher[-1]
+    log = ws / "runs/teacher/ssdd-faster_rcnn-seed0.log"
+    assert "Epoch(train)" in log.read_text()            # mmengine's log, not on the console
+
+
 def test_dvc_repro_builds_every_table_and_tracks_every_run(tmp_path):
     ws = tmp_path / "repo"
     _copy_repo(ws)
@@ -97,8 +118,9 @@ def test_dvc_repro_builds_every_table_and_tracks_every_run(tmp_path):
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _sh(ws, "git", "init", "-q")
     os.environ["DIPKD_RECORD_IMPORTS"] = str(tmp_path / "imports")   # conftest restores
-    _sh(ws, "dvc", "repro")
+    console = _sh(ws, sys.executable, "-m", "dipkd.cli", "repro")     # make repro
     del os.environ["DIPKD_RECORD_IMPORTS"]
+    _assert_quiet_console(ws, console)
 
     _assert_models_stored_once(ws)
     _assert_manifests_cover_what_the_stages_loaded(ws, tmp_path / "imports")
@@ -112,6 +134,7 @@ def test_dvc_repro_builds_every_table_and_tracks_every_run(tmp_path):
     for n in range(1, 6):
         for ext in ("md", "tex", "csv"):
             assert (ws / f"reports/tables/table{n}.{ext}").is_file(), (n, ext)
+    assert "Paired comparisons" in (ws / "reports/tables/compare.md").read_text()
     table2 = (ws / "reports/tables/table2.md").read_text()
     assert all(name in table2 for name in ("Student", "FGD", "IFKD*", "DIPKD"))
     table3 = (ws / "reports/tables/table3.csv").read_text().splitlines()
@@ -140,11 +163,15 @@ def test_dvc_repro_builds_every_table_and_tracks_every_run(tmp_path):
             "mask_rate@1.0-0", "baseline@ifkd-ssdd-0",
             "distill_noinherit@ssdd-retinanet-0"} <= stages, stages
     assert all("test/mAP" in r.data.metrics for r in runs)
+    logged = [a.path for a in client.list_artifacts(runs[0].info.run_id, "logs")]
+    assert len(logged) == 1 and logged[0].endswith(".log")      # the stage's full log
     assert all("delta/mAP" in r.data.metrics and "delta/mAP_ci_low" in r.data.metrics
                for r in runs if r.data.tags["role"] == "distilled")
     distilled = [r for r in runs if r.data.tags["method"] == "dipkd"]
     assert len(distilled) == 7
     main = [r for r in distilled if "variant" not in r.data.tags]
+    assert {r.data.tags["detector"] for r in main
+            if "compare/dipkd-vs-fgd/mAP" in r.data.metrics} == {"faster_rcnn"}
     assert {r.data.tags["variant"] for r in distilled if "variant" in r.data.tags} == {
         "inheritfalse", "rit", "tau1.0", "mask_rate1.0"}
     assert len(main) == 2 and all(r.data.tags["sns"] == "True" and r.data.tags["kld"] == "True"

@@ -84,6 +84,8 @@ def evaluate(spec: RunSpec, model_path: Path | None = None, out: Path | None = N
     with _evaluation_run(spec, meta, model_path):
         mlflow.log_metrics({f"test/{k}": v for k, v in metrics.items() if v is not None})
         mlflow.log_artifact(str(out), artifact_path="metrics")
+        if spec.log_path.is_file():      # the stage's full log (training and this test)
+            mlflow.log_artifact(str(spec.log_path), artifact_path="logs")
         mlflow.set_tag("evaluated", "true")
     print(f"[dipkd] {spec.role} {spec.key}: " +
           ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if v is not None), flush=True)

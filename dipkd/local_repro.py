@@ -1,0 +1,106 @@
+"""``dipkd repro`` on this machine, one stage at a time (``make repro``): DVC's own ``dvc repro``
+with its console condensed to the stages' own lines, each prefixed by the stage's place in the
+pipeline, e.g.::
+
+    [23/59] distill@ssdd-faster_rcnn-0  DIPKD  ssdd-faster_rcnn-seed0  2 epochs
+    [23/59] distill@ssdd-faster_rcnn-0  DIPKD  ssdd-faster_rcnn-seed0  2 epochs  41 s  mAP 0.000
+
+DVC's bookkeeping lines (the command, "Updating lock file", blank lines, its closing advice
+to ``git add dvc.lock``) are dropped; a stage
+DVC restores from its run-cache gets one line saying so; a stage that did not change gets
+none. The training stages print only their start and result lines and keep the rest in the
+run's log file (:mod:`dipkd.console`). Errors come on stderr, untouched. ``-v`` (or
+``DIPKD_VERBOSE=1``) passes everything through, the stages' full logs included.
+
+N is the number of stages ``dvc repro`` visits (DVC's stage graph restricted to the targets,
+:func:`dipkd.parallel_repro.restrict_to`); k counts the stages DVC reports, run, restored or
+skipped, in its own order.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+from .console import VERBOSE_ENV, verbose as verbose_env
+from .parallel_repro import restrict_to, stage_graph
+
+RUNNING = re.compile(r"^Running stage '(?P<stage>[^']+)':")
+RESTORED = re.compile(r"^Stage '(?P<stage>[^']+)' is cached - skipping run")
+UNCHANGED = re.compile(r"^Stage '(?P<stage>[^']+)' didn't change, skipping")
+BOOKKEEPING = re.compile(r"^(> |Updating lock file|Generating lock file|Use `dvc push`|\s*$)")
+GIT_HINT = re.compile(r"^To track the changes with git")   # DVC's closing git advice
+
+
+class Condenser:
+    """DVC's console lines in, the lines to show out (:meth:`feed`, then :meth:`close`)."""
+
+    def __init__(self, total: int):
+        self.total, self.seen = total, 0
+        self.header: str | None = None      # "[k/N] stage" of the stage running now
+        self.shown = True                    # whether that stage has shown a line
+        self.hint = False                    # inside DVC's closing git advice
+
+    def _next(self, stage: str) -> str:
+        self.seen += 1
+        return f"[{self.seen}/{self.total}] {stage}"
+
+    def _flush(self) -> list[str]:
+        """A stage that printed nothing still gets its one line."""
+        out = [] if self.shown or self.header is None else [self.header]
+        self.header, self.shown = None, True
+        return out
+
+    def feed(self, line: str) -> list[str]:
+        line = line.rstrip("\n")
+        if m := RUNNING.match(line):
+            out = self._flush()
+            self.header, self.shown = self._next(m["stage"]), False
+            return out
+        if m := RESTORED.match(line):
+            return self._flush() + [f"{self._next(m['stage'])}  restored from the run-cache"]
+        if m := UNCHANGED.match(line):
+            out = self._flush()
+            self._next(m["stage"])
+            return out
+        if GIT_HINT.match(line):
+            self.hint = True
+            return self._flush()
+        if self.hint or BOOKKEEPING.match(line):
+            return []
+        if self.header is None:
+            return [line]
+        self.shown = True
+        return [f"{self.header}  {line}"]
+
+    def close(self) -> list[str]:
+        return self._flush()
+
+
+def stages_visited(root: Path, targets: Iterable[str] = ()) -> int:
+    """How many stages ``dvc repro TARGET...`` visits."""
+    graph = stage_graph(root)
+    targets = list(targets)
+    return len(restrict_to(graph, targets) if targets else graph)
+
+
+def repro(root: Path, targets: Iterable[str] = (), *, verbose: bool = False,
+          out=sys.stdout) -> int:
+    """``dvc repro TARGET...`` in ``root``; returns its exit code."""
+    targets = list(targets)
+    env = dict(os.environ)
+    if verbose or verbose_env():
+        env[VERBOSE_ENV] = "1"
+        return subprocess.call(["dvc", "repro", *targets], cwd=root, env=env)
+    condenser = Condenser(stages_visited(root, targets))
+    with subprocess.Popen(["dvc", "repro", *targets], cwd=root, env=env, text=True,
+                          stdout=subprocess.PIPE, bufsize=1) as proc:
+        for line in proc.stdout:
+            for shown in condenser.feed(line):
+                print(shown, file=out, flush=True)
+        for shown in condenser.close():
+            print(shown, file=out, flush=True)
+        return proc.wait()
