@@ -3,12 +3,13 @@
     dipkd infer MODEL IMAGE_OR_DIR... --out DIR [--score-thr 0.3] [--overlap 0.2] ...
     dipkd compare [--experiment NAME] [--filter "tags.tables LIKE '%table3%'"] [--metrics ...]
     dipkd efficiency [ARGS...]          (the arguments of dipkd.efficiency, --help included)
-    dipkd repro --jobs N [--keep-experiments]
+    dipkd repro [-v] [--jobs N [--keep-experiments]] [TARGET...]
+    dipkd doctor [--device cuda:0|cpu] [--profile paper] [--out reports/doctor.md]
 
 ``infer``: :mod:`dipkd.inference.infer`. ``compare``: the table of :mod:`pipeline.compare`
 (the same function, :func:`compare`, and the same options, :data:`COMPARE_ARGUMENTS`).
 ``efficiency``: every argument after it goes to ``dipkd.efficiency.main``. ``repro``:
-:mod:`dipkd.parallel_repro`.
+:mod:`dipkd.local_repro` (one stage at a time), :mod:`dipkd.parallel_repro` (``--jobs N``).
 
 Errors are one line on stderr: exit code 2 for bad input (a missing or unreadable model, bad
 options, a params file that does not load), 1 when some images of ``infer`` could not be read
@@ -18,6 +19,7 @@ handlers, so ``--help`` is quick.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 INFER_EPILOG = """\
@@ -29,8 +31,11 @@ MODEL is an exported checkpoint (models/<role>/.../<run>.pth, dipkd.export): its
 config is read from the checkpoint (or the <run>.py beside it). Images larger than the
 model's training scale (the Resize scale of its test pipeline) are cut into overlapping
 tiles of that size at native resolution (--tile-size W H to choose another size, e.g. the
-training images' own size when training enlarged them); the tiles' detections are merged by
-class-wise NMS.
+training images' own size when training enlarged them); the tiles' detections are merged
+class by class: --merge nmm (default) joins the partial boxes of a ship cut by tile borders
+into one enclosing box (greedy non-maximum merging, as SAHI: boxes whose intersection
+over the smaller box is >= --merge-threshold), --merge nms keeps the best box of each
+overlapping pair (IoU >= --nms-iou) and so keeps partial boxes.
 Inputs: png, jpg, tif/tiff, bmp files or directories of them; 8-bit and 16-bit grayscale
 (16-bit: 0.5-99.5 percentile stretch to 8 bits), RGB, RGBA (alpha dropped).
 Outputs in --out: detections.json (COCO results list: image_id, file_name, bbox [x,y,w,h],
@@ -71,6 +76,8 @@ def compare(params: dict, args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from dipkd.inference.tiling import DEFAULT_MERGE, DEFAULT_MERGE_THRESHOLD, MERGE_METHODS
+
     parser = argparse.ArgumentParser(
         prog="dipkd",
         description="DIPKD reproduction: run exported SAR ship detectors on images and large "
@@ -83,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     infer = sub.add_parser(
         "infer", help="detect ships in images/large scenes: COCO JSON and annotated PNGs",
         description="Detect ships with an exported model in images and large SAR scenes\n"
-                    "(tiled at the model's scale, merged by NMS); write COCO-style JSON and\n"
+                    "(tiled at the model's scale, tiles merged); write COCO-style JSON and\n"
                     "PNGs with the boxes drawn.",
         epilog=INFER_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     infer.add_argument("model", metavar="MODEL", help="exported model checkpoint (.pth)")
@@ -97,9 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--overlap", type=float, default=0.2, metavar="R",
                        help="overlap of neighbouring tiles, fraction of the tile size, in "
                             "[0, 1) (default: %(default)s)")
+    infer.add_argument("--merge", choices=MERGE_METHODS, default=DEFAULT_MERGE,
+                       help="how the tiles' detections are merged: nmm (greedy non-maximum "
+                            "merging, one box per cut ship) or nms (default: %(default)s)")
+    infer.add_argument("--merge-threshold", type=float, default=DEFAULT_MERGE_THRESHOLD,
+                       metavar="IOS",
+                       help="--merge nmm: merge boxes whose intersection over the smaller "
+                            "box is >= IOS (default: %(default)s)")
     infer.add_argument("--nms-iou", type=float, default=0.5, metavar="IOU",
-                       help="IoU threshold of the class-wise NMS that merges the tiles' "
-                            "detections (default: %(default)s)")
+                       help="--merge nms: IoU threshold of the class-wise NMS "
+                            "(default: %(default)s)")
     infer.add_argument("--tile-size", type=int, nargs=2, default=None, metavar=("W", "H"),
                        help="tile size in scene pixels (default: the model's training scale; "
                             "images that fit it are run whole)")
@@ -124,25 +138,43 @@ def build_parser() -> argparse.ArgumentParser:
     comp.set_defaults(handler=_compare)
 
     rep = sub.add_parser(
-        "repro", help="the whole pipeline, N stages at a time on N GPUs (or CPU workers), "
-                      "through DVC's queue",
-        description="Run `dvc repro` of this repository with up to --jobs runs at once: "
+        "repro", help="the whole pipeline: one line per stage (make repro), or N stages at "
+                      "a time on N GPUs (or CPU workers) through DVC's queue (--jobs N)",
+        description="Run `dvc repro` of this repository. Without --jobs: one stage at a time "
+                    "with one progress line per stage and each run's full log in its log "
+                    "file (dipkd/local_repro.py; -v shows everything). "
+                    "With --jobs N: up to N runs at once: "
                     "independent stages are queued as DVC experiments (dvc exp run --queue), "
                     "run by `dvc queue start -j N`, and restored in the workspace from DVC's "
                     "run-cache; then the tables are built. Each run takes a worker slot and "
                     "its own GPU(s) (compute.gpus per run), shown in its log and in the MLflow "
                     "tags gpu/worker_slot. Needs a git commit (DVC experiments start from one).",
-        epilog="examples: `dipkd repro --jobs 8` (make repro-parallel JOBS=8); "
+        epilog="examples: `dipkd repro` (make repro); `dipkd repro -v tables`; "
+               "`dipkd repro --jobs 8` (make repro-parallel JOBS=8); "
                "`dipkd repro --jobs 4 tables` (the tables and their runs, not the figures)")
     rep.add_argument("targets", metavar="TARGET", nargs="*",
                      help="stages to build, with what they need (as `dvc repro TARGET`; a "
                           "foreach group name covers its members); default: all")
-    rep.add_argument("--jobs", "-j", type=int, required=True,
-                     help="runs at once: one per GPU (per compute.gpus GPUs), or CPU workers")
+    rep.add_argument("--jobs", "-j", type=int, default=None,
+                     help="runs at once through DVC's queue: one per GPU (per compute.gpus "
+                          "GPUs), or CPU workers; default: one stage at a time, no queue")
+    rep.add_argument("--verbose", "-v", action="store_true",
+                     help="every line of DVC and of the stages (DIPKD_VERBOSE=1)")
     rep.add_argument("--keep-experiments", action="store_true",
                      help="keep the queued DVC experiments (dvc exp show) afterwards")
     rep.add_argument("--poll", type=float, default=5.0, help=argparse.SUPPRESS)
     rep.set_defaults(handler=_repro)
+
+    doc = sub.add_parser(
+        "doctor", help="check on this device everything a training run touches (a few "
+                       "minutes): one PASS/FAIL/SKIP line each, a markdown report",
+        description="Exercise on the given device what a training run touches: versions and "
+                    "mmcv ops, SNS and every KD loss against the CPU, one training step of "
+                    "every run of the profile, ImageNet weights, the datasets. Exit code 0 "
+                    "only when nothing failed (dipkd/doctor/).")
+    from dipkd.doctor.command import add_arguments as _doctor_arguments
+    _doctor_arguments(doc)
+    doc.set_defaults(handler=_doctor)
 
     # parsed by dipkd.efficiency itself (see main): listed here for `dipkd --help`
     sub.add_parser("efficiency", add_help=False,
@@ -169,7 +201,8 @@ def _infer(args) -> int:
     try:
         return run(args.model, args.inputs, args.out, score_thr=args.score_thr,
                    overlap=args.overlap, nms_iou=args.nms_iou, device=args.device,
-                   batch_size=args.batch_size, tile_size=args.tile_size)
+                   batch_size=args.batch_size, tile_size=args.tile_size, merge=args.merge,
+                   merge_threshold=args.merge_threshold)
     except InferError as exc:
         return _error(str(exc))
 
@@ -194,6 +227,14 @@ def _repro(args) -> int:
 
     from dipkd.config.params import ParamsError
     from dipkd.parallel_repro import ParallelReproError, repro
+    if args.jobs is None:
+        from dipkd import local_repro
+        try:
+            return local_repro.repro(Path.cwd(), args.targets, verbose=args.verbose)
+        except KeyboardInterrupt:
+            return 130
+    if args.verbose:
+        os.environ["DIPKD_VERBOSE"] = "1"      # the queued stages inherit it
     try:
         repro(Path.cwd(), args.jobs, args.targets, keep_experiments=args.keep_experiments,
               poll=args.poll)
@@ -202,6 +243,11 @@ def _repro(args) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _doctor(args) -> int:
+    from dipkd.doctor import run_doctor
+    return run_doctor(args)
 
 
 def _efficiency(argv: list[str]) -> int:

@@ -207,7 +207,8 @@ def test_tiled_detection_is_mmdets_inference_on_each_tile_merged(exported):
     det = load_detector(model_path, "cpu")
     assert det.scale == SCALE and det.classes == ("ship",)
     scene = np.repeat(_scene(images[0])[:, :, None], 3, axis=2)
-    ours = detect(det, scene, overlap=0.2, nms_iou=0.5, score_thr=0.3, batch_size=3)
+    ours = detect(det, scene, overlap=0.2, nms_iou=0.5, score_thr=0.3, batch_size=3,
+                  merge="nms")
     assert len(ours.tiles) == 16
 
     boxes, scores, labels = [], [], []

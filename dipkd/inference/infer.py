@@ -3,7 +3,8 @@
 For each image (files, or the image files of directories): read it as the 3-channel 8-bit
 BGR array the model was trained on (:mod:`dipkd.inference.images`), cut it into overlapping
 tiles at the model's training scale when it is larger than that scale and merge the tiles'
-detections by class-wise NMS (:mod:`dipkd.inference.tiling`), then write
+detections (``--merge``: greedy non-maximum merging by default, or class-wise NMS;
+:mod:`dipkd.inference.tiling`), then write
 
 - ``<out>/detections.json``: the COCO *results* list (``pycocotools``' ``COCO.loadRes`` and
   our :func:`dipkd.evaluation.coco_eval` read it as it is): one
@@ -12,7 +13,8 @@ detections by class-wise NMS (:mod:`dipkd.inference.tiling`), then write
   ids of our COCO annotation files: ``ship`` = 1);
 - ``<out>/images.json``: ``{"images": [{"id", "file_name", "path", "width", "height",
   "tiles", "detections", "visualization"}], "categories": [...], "failed": [{"path",
-  "error"}], "model", "model_scale", "tile_size", "overlap", "nms_iou", "score_thr"}`` --
+  "error"}], "model", "model_scale", "tile_size", "overlap", "merge", "merge_threshold",
+  "nms_iou", "score_thr"}`` --
   the images the ids refer to (a COCO ``images`` list) and the settings of the run. The
   results list and the images are two files so that ``detections.json`` stays in the
   standard results format;
@@ -23,8 +25,9 @@ detections by class-wise NMS (:mod:`dipkd.inference.tiling`), then write
 Image ids are the 1-based positions of the inputs on the command line (directories expanded),
 so they do not move when an image fails. The model is an exported checkpoint
 (:mod:`dipkd.export`): its mmdet config comes from ``meta["cfg"]`` (else the ``.py`` beside
-it), it is built and loaded by ``mmdet.apis.init_detector`` through our safe checkpoint
-loader (:mod:`dipkd.mmdet_plugins`), and every tile goes through the model's own test
+it), the file is read once, by our safe checkpoint loader (:mod:`dipkd.checkpoint`), and
+the model is built by ``mmdet.apis.init_detector`` and given the weights and classes of that
+same dict (:func:`build_model`), and every tile goes through the model's own test
 pipeline (``LoadImageFromNDArray`` + its ``Resize``) and ``model.test_step``, i.e. what
 ``inference_detector`` does, with the pipeline built once.
 
@@ -33,9 +36,10 @@ worked on an exported model, with ``fire`` its only dependency we lack), but it 
 packages to our pinned stack for ~50 lines of geometry; its mmdet wrapper subclasses
 ``DetInferencer`` and overrides private methods, and upstream runs its mmdet tests only in
 a manually triggered CI job pinned to torch 2.1 (ours is 2.14); and we would still need our
-own reading of 16-bit SAR rasters, outputs and progress, and to override most of its
-defaults (an extra full-image pass, greedy box merging by intersection-over-smaller, RGB
-input). Our grid is the same as SAHI's ``get_slice_bboxes``.
+own reading of 16-bit SAR rasters, outputs and progress, and to override some of its
+defaults (an extra full-image pass, RGB input). Our grid is the same as SAHI's
+``get_slice_bboxes``, and ``--merge nmm`` its greedy non-maximum merging by
+intersection-over-smaller (threshold 0.5).
 
 Tile size: the model's training scale by default (as the tiler's doc says, a full tile is
 then seen at the scene's native resolution). When the training images were much smaller than
@@ -59,7 +63,8 @@ from pathlib import Path
 import numpy as np
 
 from .images import ImageReadError, expand_inputs, read_image
-from .tiling import Tile, merge_detections, tile_grid
+from .tiling import (DEFAULT_MERGE, DEFAULT_MERGE_THRESHOLD, MERGE_METHODS, Tile,
+                     merge_detections, tile_grid)
 
 BOX_COLOR = (0, 255, 0)    # BGR green: visible on grayscale SAR
 
@@ -180,27 +185,44 @@ def load_detector(path, device: str = "cpu") -> Detector:
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise InferError(f"{path}: not a detector checkpoint (no state_dict)")
     cfg = model_config(path, checkpoint)
-    del checkpoint
     scale = test_scale(cfg)
 
-    # mmdet only now (a missing model fails fast); the safe loader before init_detector
-    from mmdet.apis import init_detector
+    # mmdet only now (a missing model fails fast)
     from mmengine.logging import MMLogger
 
-    from .. import mmdet_plugins  # noqa: F401  (the safe checkpoint loader, registries)
+    from .. import mmdet_plugins  # noqa: F401  (registries)
 
-    # mmengine logs (and prints) every checkpoint load; keep the output to the progress lines
-    MMLogger.get_instance("dipkd-infer", log_level="WARNING")
+    # mmengine logs (and prints) key mismatches; keep the output to the progress lines
+    if not MMLogger.check_instance_created("dipkd-infer"):
+        MMLogger.get_instance("dipkd-infer", log_level="WARNING")
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            model = init_detector(cfg, str(path), device=device)
+        # record=True: init_detector resets the filters (simplefilter('once')) before it warns
+        with warnings.catch_warnings(record=True), contextlib.redirect_stdout(io.StringIO()):
+            model = build_model(cfg, checkpoint, device)
+        del checkpoint
         pipeline = _ndarray_pipeline(model.cfg)
     except Exception as exc:   # a config/weights pair mmdet cannot build: bad input
         raise InferError(f"{path}: cannot build the detector ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
     classes = tuple(model.dataset_meta.get("classes", ()))
     return Detector(model=model, pipeline=pipeline, scale=scale, classes=classes, path=path)
+
+
+def build_model(cfg, checkpoint: dict, device: str):
+    """The detector of ``cfg`` with the weights and classes of ``checkpoint``, the dict
+    already read: ``init_detector`` without a checkpoint (given a path it would read the
+    file again), then what it does with a loaded one: mmengine's non-strict
+    ``load_state_dict`` and ``meta["dataset_meta"]`` (keys lower-cased) as the classes
+    (without it, init_detector's default: COCO's)."""
+    from mmdet.apis import init_detector
+    from mmengine.runner import load_state_dict
+
+    model = init_detector(cfg, None, device=device)
+    load_state_dict(model, checkpoint["state_dict"], strict=False)
+    dataset_meta = checkpoint.get("meta", {}).get("dataset_meta")
+    if isinstance(dataset_meta, dict):
+        model.dataset_meta = {k.lower(): v for k, v in dataset_meta.items()}
+    return model
 
 
 def _predict(detector: Detector, crops: list[np.ndarray]):
@@ -222,10 +244,12 @@ def _predict(detector: Detector, crops: list[np.ndarray]):
 
 def detect(detector: Detector, image: np.ndarray, overlap: float = 0.2,
            nms_iou: float = 0.5, score_thr: float = 0.3, batch_size: int = 1,
-           tile_size: tuple[int, int] | None = None) -> Detections:
+           tile_size: tuple[int, int] | None = None, merge: str = DEFAULT_MERGE,
+           merge_threshold: float = DEFAULT_MERGE_THRESHOLD) -> Detections:
     """Detections of ``score >= score_thr`` in ``image`` (BGR uint8), tiled when the image is
     larger than ``tile_size`` (default: the model's scale;
-    :func:`dipkd.inference.tiling.tile_grid`)."""
+    :func:`dipkd.inference.tiling.tile_grid`), the tiles' detections merged by ``merge``
+    (:func:`dipkd.inference.tiling.merge_detections`)."""
     h, w = image.shape[:2]
     tiles = tile_grid(w, h, tile_size or detector.scale, overlap)
     per_tile = []
@@ -235,7 +259,7 @@ def detect(detector: Detector, image: np.ndarray, overlap: float = 0.2,
         for tile, (boxes, scores, labels) in zip(chunk, preds):
             keep = scores >= score_thr
             per_tile.append((tile, boxes[keep], scores[keep], labels[keep]))
-    boxes, scores, labels = merge_detections(per_tile, nms_iou)
+    boxes, scores, labels = merge_detections(per_tile, nms_iou, merge, merge_threshold)
     boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
     boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
     return Detections(boxes, scores, labels, tiles)
@@ -287,7 +311,8 @@ def _write_json(path: Path, data) -> None:
 
 def run(model: str, inputs, out: str, score_thr: float = 0.3, overlap: float = 0.2,
         nms_iou: float = 0.5, device: str = "cpu", batch_size: int = 1,
-        tile_size: tuple[int, int] | None = None, stdout=None, stderr=None) -> int:
+        tile_size: tuple[int, int] | None = None, merge: str = DEFAULT_MERGE,
+        merge_threshold: float = DEFAULT_MERGE_THRESHOLD, stdout=None, stderr=None) -> int:
     """The ``dipkd infer`` command (module doc). Returns the exit code: 0, or 1 when an
     image failed; raises :class:`InferError` for bad input (exit code 2)."""
     import cv2
@@ -299,6 +324,10 @@ def run(model: str, inputs, out: str, score_thr: float = 0.3, overlap: float = 0
         raise InferError(f"--overlap must be in [0, 1), got {overlap}")
     if not 0.0 < nms_iou <= 1.0:
         raise InferError(f"--nms-iou must be in (0, 1], got {nms_iou}")
+    if merge not in MERGE_METHODS:
+        raise InferError(f"--merge must be one of {', '.join(MERGE_METHODS)}, got {merge!r}")
+    if not 0.0 < merge_threshold <= 1.0:
+        raise InferError(f"--merge-threshold must be in (0, 1], got {merge_threshold}")
     if batch_size < 1:
         raise InferError(f"--batch-size must be >= 1, got {batch_size}")
     if tile_size is not None and (len(tile_size) != 2 or min(tile_size) < 1):
@@ -322,7 +351,8 @@ def run(model: str, inputs, out: str, score_thr: float = 0.3, overlap: float = 0
             if error is not None:
                 raise ImageReadError(f"{path}: {error}")
             image = read_image(path)
-            dets = detect(detector, image, overlap, nms_iou, score_thr, batch_size, (tw, th))
+            dets = detect(detector, image, overlap, nms_iou, score_thr, batch_size, (tw, th),
+                          merge, merge_threshold)
             vis = _visualization_path(out_dir, path.stem, taken)
             if not cv2.imwrite(str(vis), draw_detections(image, dets, detector.classes)):
                 raise ImageReadError(f"{path}: could not write {vis}")
@@ -352,7 +382,8 @@ def run(model: str, inputs, out: str, score_thr: float = 0.3, overlap: float = 0
         "categories": [{"id": i + 1, "name": n} for i, n in enumerate(detector.classes)],
         "failed": failed, "model": str(detector.path),
         "model_scale": list(detector.scale), "tile_size": [tw, th],
-        "overlap": overlap, "nms_iou": nms_iou, "score_thr": score_thr})
+        "overlap": overlap, "merge": merge, "merge_threshold": merge_threshold,
+        "nms_iou": nms_iou, "score_thr": score_thr})
     print(f"{len(images)} image(s), {len(results)} detections -> {out_dir}"
           + (f"; {len(failed)} failed" if failed else ""), file=stdout, flush=True)
     return 1 if failed else 0
