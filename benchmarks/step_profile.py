@@ -1,0 +1,363 @@
+"""Where a training iteration's time goes (issue 23): one run measures, for each profile and
+run kind (student, DIPKD, FGD; Faster R-CNN on ssdd), in one process:
+
+1. **alone**: the step timed by itself on batches already in memory (data preprocessor,
+   forward, backward, optimizer step; the same model, optimizer and deterministic setting as
+   the training run), the median over the timed steps;
+2. **runner**: the same run trained by :func:`dipkd.training.train` exactly as a stage
+   trains it (mmengine's Runner, its hooks, the MLflow backend, the per-term gradient hook
+   of distillations), in a scratch workspace; an iteration is the time between two starts of
+   ``run_iter`` inside an epoch (data loading and every hook included); the epoch ends
+   (checkpoint writes, validation) are reported apart;
+3. **profile**: ``torch.profiler`` over a few steps alone, its self CPU time grouped into
+   forward per part (backbone, neck, dense head, RoI head, teacher, KD loss: module hooks),
+   backward per operator kind (convolution, RoIAlign, other) and the optimizer, with the
+   convolutions' achieved GFLOP/s beside a plain 256-channel 3x3 convolution's.
+
+The ratios (runner / alone; DIPKD / (student + teacher forward)) are the targets of issue 23.
+Numbers are this machine's, measured in one run: compare ratios, not seconds.
+
+    python benchmarks/step_profile.py [--profiles smoke study] [--kinds student dipkd fgd]
+                                       [--steps 8] [--out reports/step_profile.md]
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+KINDS = {"student": ("student", None), "dipkd": ("distilled", "dipkd"),
+         "fgd": ("distilled", "fgd")}
+
+
+def _spec(params, kind):
+    from dipkd.config.params import distill_spec, run_spec
+    role, method = KINDS[kind]
+    if method is None:
+        return run_spec(params, role, "ssdd", "faster_rcnn")
+    return distill_spec(params, method, "ssdd", "faster_rcnn", None, {})
+
+
+def _config(params, spec):
+    from dipkd.mmdet_config import build_config, build_distill_config
+    from dipkd.config.params import DISTILLED, run_spec
+    if spec.role != DISTILLED:
+        return build_config(spec)
+    teacher = run_spec(params, "teacher", "ssdd", "faster_rcnn")
+    ckpt = REPO / teacher.model_path
+    return build_distill_config(spec, teacher, ckpt if ckpt.is_file() else None)
+
+
+@contextlib.contextmanager
+def scratch_workspace(params, profile: str):
+    """A temporary project root holding this profile's ssdd data and its own MLflow store:
+    ``train`` writes runs/, models/ and mlflow.db there, not in the repository."""
+    from dipkd.datasets.synthetic import generate_dataset
+    from dipkd.config.params import dataset_spec
+    old = Path.cwd()
+    with tempfile.TemporaryDirectory(prefix="dipkd-step-") as tmp:
+        os.chdir(tmp)
+        os.environ["DIPKD_STORE_ROOT"] = tmp
+        try:
+            spec = dataset_spec(params, "ssdd")
+            overrides = dict(spec.overrides)
+            seed = int(overrides.pop("seed", 0))
+            generate_dataset(spec.root, preset=spec.preset, seed=seed, **overrides)
+            yield Path(tmp)
+        finally:
+            os.chdir(old)
+            os.environ.pop("DIPKD_STORE_ROOT", None)
+
+
+class _IterClock:
+    """Start and end of every ``run_iter`` of the train loop (monkeypatched): an iteration is
+    its ``run_iter`` (forward, backward, step and every hook around them) plus the data
+    loading before it (the gap since the previous ``run_iter`` ended, within an epoch)."""
+
+    def __init__(self):
+        self.iters: list[tuple[int, float, float]] = []    # (epoch, start, end)
+
+    def install(self):
+        from mmengine.runner.loops import EpochBasedTrainLoop
+        original = EpochBasedTrainLoop.run_iter
+        clock = self
+
+        def run_iter(loop, idx, data_batch):
+            t0 = time.perf_counter()
+            try:
+                return original(loop, idx, data_batch)
+            finally:
+                clock.iters.append((loop._epoch, t0, time.perf_counter()))
+        EpochBasedTrainLoop.run_iter = run_iter
+        return lambda: setattr(EpochBasedTrainLoop, "run_iter", original)
+
+    def summary(self) -> dict:
+        """Mean iteration (every iteration counts, so a hook that acts every n-th one is
+        paid in full), its data-loading part, and the mean epoch end (validation,
+        checkpoint: the gap between epochs minus one data fetch)."""
+        runs = [end - start for _, start, end in self.iters]
+        fetch = [b[1] - a[2] for a, b in zip(self.iters, self.iters[1:]) if a[0] == b[0]]
+        data = statistics.median(fetch) if fetch else 0.0
+        ends = [b[1] - a[2] - data for a, b in zip(self.iters, self.iters[1:]) if a[0] != b[0]]
+        return {"iteration": statistics.mean(runs) + data, "data": data,
+                "iterations": len(runs), "epochs": len({e for e, _, _ in self.iters}),
+                "epoch_end": statistics.mean(ends) if ends else 0.0}
+
+
+def runner_iteration(params, kind: str) -> dict:
+    """Train the run as its stage does (:func:`dipkd.training.train`): the mean iteration
+    inside the Runner (:meth:`_IterClock.summary`) and the whole call's wall time (Runner
+    construction, epoch ends, export included)."""
+    from dipkd.training import train
+    spec = _spec(params, kind)
+    cfg = _config(params, spec)
+    clock = _IterClock()
+    restore = clock.install()
+    t0 = time.perf_counter()
+    try:
+        with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+            train(spec, cfg=cfg)
+    finally:
+        restore()
+    return {**clock.summary(), "total": time.perf_counter() - t0}
+
+
+def _batches(cfg, n: int):
+    from mmengine.runner import Runner
+    loader = Runner.build_dataloader(cfg.train_dataloader, seed=0)
+    out = []
+    while len(out) < n:
+        for batch in loader:
+            out.append(batch)
+            if len(out) == n:
+                break
+    return out
+
+
+def _model(cfg):
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from dipkd import mmdet_plugins  # noqa: F401
+    register_all_modules()
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    return model.train()
+
+
+def _step_fn(cfg, model):
+    from mmengine.optim import build_optim_wrapper
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+
+    def step(batch):
+        data = model.data_preprocessor(batch, True)
+        losses = model(**data, mode="loss")
+        total, _ = model.parse_losses(losses)
+        wrapper.update_params(total)
+    return step
+
+
+def step_alone(params, kind: str, steps: int, deterministic: bool) -> dict:
+    spec = _spec(params, kind)
+    cfg = _config(params, spec)
+    torch.use_deterministic_algorithms(deterministic)
+    model = _model(cfg)
+    batches = _batches(cfg, steps + 2)
+    step = _step_fn(cfg, model)
+    times = []
+    for i, batch in enumerate(batches):
+        t0 = time.perf_counter()
+        step(batch)
+        if i >= 2:                        # two warm-up steps
+            times.append(time.perf_counter() - t0)
+    out = {"step": statistics.median(times)}
+    if hasattr(model, "teacher"):
+        teacher_times = []
+        for batch in batches[:steps]:
+            data = model.data_preprocessor(batch, True)
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                model.teacher.extract_feat(data["inputs"])
+            teacher_times.append(time.perf_counter() - t0)
+        out["teacher_forward"] = statistics.median(teacher_times)
+    return out
+
+
+PARTS = (("student.backbone", "backbone"), ("student.neck", "neck"),
+         ("student.rpn_head", "dense head"), ("student.roi_head", "RoI head"),
+         ("teacher", "teacher forward"), ("kd_loss", "KD loss"))
+
+
+def _part_hooks(model):
+    """record_function ranges around the forward of each part of :data:`PARTS` (a student
+    alone has its parts without the ``student.`` prefix; the teacher's forward is its
+    ``extract_feat``: backbone then neck)."""
+    from torch.profiler import record_function
+    modules = dict(model.named_modules())
+    handles = []
+    for name, label in PARTS:
+        if name == "teacher":
+            first, last = modules.get("teacher.backbone"), modules.get("teacher.neck")
+        else:
+            first = last = modules.get(name) or modules.get(name.removeprefix("student."))
+        if first is None:
+            continue
+        ranges = []
+
+        def pre(_m, _i, label=label, ranges=ranges):
+            r = record_function(f"part::{label}")
+            r.__enter__()
+            ranges.append(r)
+
+        def post(_m, _i, _o, ranges=ranges):
+            ranges.pop().__exit__(None, None, None)
+        handles += [first.register_forward_pre_hook(pre), last.register_forward_hook(post)]
+    return handles
+
+
+def profile_step(params, kind: str, steps: int) -> dict:
+    """Self CPU time per group over ``steps`` steps alone, in seconds per step."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+    spec = _spec(params, kind)
+    cfg = _config(params, spec)
+    model = _model(cfg)
+    batches = _batches(cfg, steps + 1)
+    step = _step_fn(cfg, model)
+    step(batches[0])
+    handles = _part_hooks(model)
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        for batch in batches[1:]:
+            with record_function("phase::step"):
+                step(batch)
+    for h in handles:
+        h.remove()
+    return _groups(prof, steps)
+
+
+def _groups(prof, steps: int) -> dict:
+    """Group the profile's events: forward parts by the innermost ``part::`` range that holds
+    them (total time of the range), backward by operator kind, the optimizer; conv GFLOP/s."""
+    events = prof.key_averages()
+    out = collections.OrderedDict()
+    step_total = next(e.cpu_time_total for e in events if e.key == "phase::step") / 1e6
+    for e in events:
+        if e.key.startswith("part::"):
+            out[f"forward: {e.key[6:]}"] = e.cpu_time_total / 1e6 / steps
+    backward = collections.Counter()
+    flops = conv_time = 0.0
+    for e in events:
+        key = e.key
+        if key.startswith("autograd::engine::evaluate_function: "):
+            op = key.split(": ", 1)[1]
+            kind = ("convolution" if "Convolution" in op else
+                    "RoIAlign" if "RoIAlign" in op or "roi_align" in op.lower() else "other")
+            backward[kind] += e.cpu_time_total / 1e6 / steps
+        if key in ("aten::conv2d", "aten::convolution"):
+            if key == "aten::conv2d":
+                flops += e.flops
+                conv_time += e.cpu_time_total / 1e6
+        if key.startswith("Optimizer.step"):
+            out["optimizer step"] = e.cpu_time_total / 1e6 / steps
+    for kind, sec in backward.items():
+        out[f"backward: {kind}"] = sec
+    out["step (all)"] = step_total / steps
+    out["conv forward GFLOP/s"] = flops / conv_time / 1e9 if conv_time else float("nan")
+    return out
+
+
+def reference_conv_gflops(size: int = 64, repeats: int = 10) -> float:
+    """A plain 256 -> 256 3x3 convolution, batch 2, forward: GFLOP/s on this machine."""
+    conv = torch.nn.Conv2d(256, 256, 3, padding=1)
+    x = torch.randn(2, 256, size, size)
+    with torch.no_grad():
+        conv(x)
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            conv(x)
+        sec = (time.perf_counter() - t0) / repeats
+    return 2 * 256 * 256 * 9 * size * size * 2 / sec / 1e9
+
+
+def measure(profile: str, kinds, steps: int) -> dict:
+    from dipkd.config.params import load_params
+    params = load_params(str(REPO / "params.yaml"))
+    params["profile"] = profile
+    results = {}
+    with scratch_workspace(params, profile):
+        for kind in kinds:
+            deterministic = not torch.cuda.is_available()
+            alone = step_alone(params, kind, steps, deterministic)
+            loose = step_alone(params, kind, steps, False)
+            runner = runner_iteration(params, kind)
+            groups = profile_step(params, kind, max(2, steps // 2))
+            results[kind] = {"alone": alone, "nondeterministic": loose, "runner": runner,
+                             "profile": groups}
+            print(f"[step] {profile} {kind}: alone {alone['step']:.3f} s, runner "
+                  f"{runner['iteration']:.3f} s", flush=True)
+    return results
+
+
+def report(all_results: dict, conv_ref: float) -> str:
+    from dipkd.machine import cpu_model
+    import datetime
+    lines = [f"Measured {datetime.date.today().isoformat()} on {cpu_model()}, "
+             f"{torch.get_num_threads()} threads, torch {torch.__version__}; one run; compare "
+             "ratios. A plain 256-channel 3x3 convolution (batch 2, 64x64) runs at "
+             f"{conv_ref:.0f} GFLOP/s here.", ""]
+    lines += ["| profile | run | step alone (s) | inside the Runner (s) | Runner / alone | "
+              "deterministic cost | KD step / (student + teacher fwd) | train() wall (s): "
+              "iterations / epoch ends / rest |",
+              "|---|---|---|---|---|---|---|---|"]
+    for profile, results in all_results.items():
+        student = results.get("student", {}).get("alone", {}).get("step")
+        for kind, r in results.items():
+            alone, it = r["alone"]["step"], r["runner"]["iteration"]
+            det = alone / r["nondeterministic"]["step"]
+            ratio = ""
+            if kind != "student" and student and "teacher_forward" in r["alone"]:
+                ratio = f"{alone / (student + r['alone']['teacher_forward']):.2f}x"
+            run = r["runner"]
+            iters = run["iteration"] * run["iterations"]
+            epochs = run["epoch_end"] * run["epochs"]   # the last one's taken as the mean
+            lines.append(f"| {profile} | {kind} | {alone:.3f} | {it:.3f} | {it / alone:.2f}x "
+                         f"| {det:.2f}x | {ratio} | {run['total']:.0f}: {iters:.0f} / "
+                         f"{epochs:.0f} / {run['total'] - iters - epochs:.0f} |")
+    lines += ["", "Breakdown of one step alone (torch.profiler, seconds per step; forward "
+              "parts include their children, backward grouped by operator):", ""]
+    for profile, results in all_results.items():
+        for kind, r in results.items():
+            lines += [f"**{profile} / {kind}**", "", "| part | s per step |", "|---|---|"]
+            lines += [f"| {k} | {v:.3f} |" if "GFLOP" not in k else f"| {k} | {v:.0f} |"
+                      for k, v in r["profile"].items()]
+            lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profiles", nargs="+", default=["smoke", "study"])
+    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    conv_ref = reference_conv_gflops()
+    results = {p: measure(p, args.kinds, args.steps) for p in args.profiles}
+    text = report(results, conv_ref)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text("## Where a training step's time goes\n\n" + text + "\n")
+
+
+if __name__ == "__main__":
+    main()

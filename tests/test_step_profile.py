@@ -1,0 +1,48 @@
+"""benchmarks/step_profile.py: the iteration clock's arithmetic on hand-made timings and the
+report's ratios (the measurement itself: `python benchmarks/step_profile.py --out ...`)."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def sp():
+    spec = importlib.util.spec_from_file_location("step_profile",
+                                                  REPO / "benchmarks/step_profile.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_iteration_clock_counts_every_iteration_and_data_loading(sp):
+    clock = sp._IterClock()
+    # epoch 0: three iterations of 1.0, 1.0 and 2.0 s (a hook acting on the last one), data
+    # loading 0.5 s between them; then a 10 s epoch end (checkpoint, validation) and the
+    # data of epoch 1's first batch (0.5 s), one iteration of 1.0 s
+    clock.iters = [(0, 0.0, 1.0), (0, 1.5, 2.5), (0, 3.0, 5.0), (1, 15.5, 16.5)]
+    out = clock.summary()
+    assert out["data"] == pytest.approx(0.5)
+    assert out["iteration"] == pytest.approx((1 + 1 + 2 + 1) / 4 + 0.5)
+    assert out["epoch_end"] == pytest.approx(10.0)
+    assert out["iterations"] == 4 and out["epochs"] == 2
+
+
+def test_report_ratios(sp):
+    runner = {"iteration": 0.55, "data": 0.01, "iterations": 12, "epochs": 2,
+              "epoch_end": 3.0, "total": 20.0}
+    results = {"smoke": {
+        "student": {"alone": {"step": 0.4}, "nondeterministic": {"step": 0.4},
+                    "runner": dict(runner, iteration=0.44), "profile": {"step (all)": 0.4}},
+        "dipkd": {"alone": {"step": 0.6, "teacher_forward": 0.1},
+                  "nondeterministic": {"step": 0.5}, "runner": runner,
+                  "profile": {"step (all)": 0.6, "conv forward GFLOP/s": 200.0}}}}
+    text = sp.report(results, 250.0)
+    assert "| smoke | student | 0.400 | 0.440 | 1.10x | 1.00x |  |" in text
+    # 0.6 / (0.4 + 0.1) = 1.20; runner 0.55 / 0.6 = 0.92; deterministic 0.6 / 0.5 = 1.20
+    assert "| smoke | dipkd | 0.600 | 0.550 | 0.92x | 1.20x | 1.20x |" in text
+    # train() 20 s: 12 x 0.55 = 6.6 in iterations, 2 x 3 = 6 in epoch ends, 7.4 the rest
+    assert "| 20: 7 / 6 / 7 |" in text
+    assert "| conv forward GFLOP/s | 200 |" in text and "250 GFLOP/s" in text
