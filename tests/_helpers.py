@@ -3,8 +3,23 @@ teacher, the summed loss of a loss dict, the gradient checks of a distiller step
 project workspace for training stages."""
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import torch
 import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script(relative: str):
+    """A script of the repository that is not a package module (``benchmarks/*.py``),
+    imported from its file."""
+    path = REPO / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def det_samples(h, w, boxes_per_image):

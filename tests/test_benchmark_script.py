@@ -1,16 +1,10 @@
 """The benchmark script runs and reports every method relative to FitNet (tiny sizes; the
 real measurement is `python benchmarks/bench_kd.py --out reports/benchmarks.md`)."""
-import importlib.util
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
+from _helpers import REPO, load_script
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_kd", REPO / "benchmarks/bench_kd.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/bench_kd.py")
 
 
 def test_benchmark_reports_each_method_against_fitnet(monkeypatch):

@@ -1,6 +1,5 @@
 """Per-term gradient norms (dipkd/kd_terms.py): the norms against analytic values, the inert
 flag, the distiller's probe, the training hook's metrics, and benchmarks/kd_terms.py's report."""
-import importlib.util
 import json
 import math
 import os
@@ -13,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from _helpers import build_distiller, det_samples, tiny_workspace
+from _helpers import build_distiller, det_samples, load_script, tiny_workspace
 from dipkd.kd_terms import INERT_RATIO, KDTermGradHook, TermGrad, measure, metrics, term_grads
 
 REPO = Path(__file__).resolve().parents[1]
@@ -164,11 +163,7 @@ def test_distill_config_adds_the_hook_at_the_log_interval(params, tmp_path):
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("kd_terms_script",
-                                                  REPO / "benchmarks/kd_terms.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/kd_terms.py")
 
 
 def test_report_format():

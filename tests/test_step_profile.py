@@ -1,20 +1,13 @@
 """benchmarks/step_profile.py: the iteration clock's arithmetic on hand-made timings and the
 report's ratios (the measurement itself: `python benchmarks/step_profile.py --out ...`)."""
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from _helpers import load_script
 
 
 @pytest.fixture(scope="module")
 def sp():
-    spec = importlib.util.spec_from_file_location("step_profile",
-                                                  REPO / "benchmarks/step_profile.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/step_profile.py")
 
 
 def test_iteration_clock_counts_every_iteration_and_data_loading(sp):
