@@ -98,6 +98,8 @@ def captured(log_path: Path | None):
             _terminal = _terminal_err = None
             console.close()
             console_err.close()
+            for fd in saved:
+                os.close(fd)
 
 
 def _restore(saved) -> None:
