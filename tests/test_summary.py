@@ -29,13 +29,15 @@ def test_summary_leads_with_dipkd_delta_and_the_best_table2_method(params):
              _t1("ours: ResNet18 + DIPKD", [55.0, 56.0], Delta(4.5, 1.25, 7.75)),
              _t1("ours: ResNet18 + DIPKD without inheritance", [49.0, 50.0])]
     params["datasets"] = ["ssdd", "hrsid"]
-    rows2 = [_t2("Student", [50.0, 52.0], [40.0]), _t2("FGD*", [58.0], [44.0]),
-             _t2("DIPKD", [55.0, 56.0], [45.0]), _t2("MGD", [None], [None])]
+    rows2 = [_t2("Student", [50.0, 52.0], [40.0]), _t2("Inherit-only*", [70.0], [60.0]),
+             _t2("FGD*", [58.0], [44.0]), _t2("DIPKD", [55.0, 56.0], [45.0]),
+             _t2("MGD", [None], [None])]
     out = summarize(params, rows1, rows2)
     assert out["dipkd"] == {"ssdd-faster_rcnn": {
         "mAP": 55.5, "student_mAP": 51.0, "delta_mAP": 4.5, "delta_mAP_ci_low": 1.25,
         "delta_mAP_ci_high": 7.75}}
-    # FGD: (58 + 44) / 2 = 51 > DIPKD (55.5 + 45) / 2 = 50.25; MGD has no values
+    # FGD: (58 + 44) / 2 = 51 > DIPKD (55.5 + 45) / 2 = 50.25; MGD has no values; the
+    # inherit-only control is no method, ranked with none
     assert out["table2"] == {"best_method": "FGD", "best_mAP": 51.0, "dipkd_rank": 2,
                              "methods": 2}
 

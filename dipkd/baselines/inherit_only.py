@@ -33,6 +33,7 @@ class InheritOnlyLoss(FeatureKDLoss):
                 "heads copied from the teacher as DIPKD's `inherit: true` does, then trained "
                 "on its detection losses alone (no KD loss)")
     needs_teacher_features = False
+    control = True
 
     def __init__(self, student_channels: int = 256, teacher_channels: int = 256):
         super().__init__(student_channels, teacher_channels, adapter=nn.Identity())

@@ -29,6 +29,7 @@ class KDMethod:
     needs_teacher_head: bool = False   # the distiller then passes the teacher's head scores
     needs_teacher_features: bool = True   # False: the distiller skips the teacher's forward
                                           # and passes teacher_feats=None (no KD term reads it)
+    control: bool = False     # a control run (inherit-only), not a KD method: ranked with none
 
 
 def kd_methods() -> dict[str, type]:

@@ -4,7 +4,8 @@
 - ``dipkd.<dataset>-<detector>``: DIPKD's mAP (mean over seeds), the student's, and DIPKD's
   Δ mAP over the student with its 95% CI (the paired bootstrap of Table 1's Δ column);
 - ``table2``: the best distillation method of Table 2 (highest mAP averaged over the
-  datasets, the student excluded), its mean mAP and DIPKD's rank among the methods.
+  datasets; the student and the controls such as inherit-only excluded), its mean mAP and
+  DIPKD's rank among the methods.
 
 Everything is read from the Table 1 and Table 2 rows the tables stage built: one place
 computes each number.
@@ -32,7 +33,7 @@ def _find(rows: list[Row], **labels) -> Row | None:
 def summarize(params: dict, table1_rows: list[Row], table2_rows: list[Row]) -> dict:
     """The summary dict (percentages rounded to 0.01)."""
     from .tables.table1 import ROW_LABELS
-    from ..kd.methods import display_name
+    from ..kd.methods import display_name, method_class
 
     depth = params["roles"]["student"]["depth"]
     out: dict = {"dipkd": {}}
@@ -51,9 +52,11 @@ def summarize(params: dict, table1_rows: list[Row], table2_rows: list[Row]) -> d
                 entry.update(delta_mAP=_r(d.delta), delta_mAP_ci_low=_r(d.ci_low),
                              delta_mAP_ci_high=_r(d.ci_high))
             out["dipkd"][f"{ds}-{det}"] = entry
-    student_name = display_name("student")
+    unranked = {display_name("student")} | {
+        display_name(m, params) for m in params.get("baselines", [])
+        if method_class(m, params).control}
     scored = [(bar["mAP"], bar["method"]) for bar in table2_bars(params, table2_rows)
-              if bar["method"] != student_name]
+              if bar["method"] not in unranked]
     if scored:
         scored.sort(reverse=True)
         dipkd = display_name("dipkd", params)
