@@ -88,7 +88,8 @@ def captured(log_path: Path | None):
                 console_err.write(f"  full log: {log_path}\n")
             raise
         except BaseException as exc:   # the traceback to the log, one line to the console
-            traceback.print_exc()
+            sys.stderr.flush()
+            traceback.print_exc(file=log)
             _restore(saved)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             console_err.write(f"error: {type(exc).__name__}: {first}\n  full log: {log_path}\n")

@@ -82,9 +82,9 @@ def prepare_work_dir(work_dir: Path, fingerprint: str) -> bool:
             if ckpt is None:
                 reason = f"{skipped}; no readable checkpoint left"
             elif skipped:
-                print(f"[dipkd] warning: {skipped}; resuming from {ckpt} instead", flush=True)
+                console.say(f"[dipkd] warning: {skipped}; resuming from {ckpt} instead")
         if reason:
-            print(f"[dipkd] {work_dir}: {reason}; starting from scratch", flush=True)
+            console.say(f"[dipkd] {work_dir}: {reason}; starting from scratch")
             shutil.rmtree(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps({"fingerprint": fingerprint}))
@@ -159,7 +159,7 @@ def train(spec: RunSpec, *, cfg=None, extra_tags: dict | None = None) -> Path:
         cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type="ProgressBarHook")]
     cfg.resume = resume
     if resume and leader:
-        print(f"[dipkd] resuming {work_dir} from {latest_checkpoint(work_dir)}", flush=True)
+        console.say(f"[dipkd] resuming {work_dir} from {latest_checkpoint(work_dir)}")
     if distributed:
         print(f"[dipkd] rank {launch.rank()}/{launch.world_size()} ({launch.backend()}): "
               f"training {spec.group}/{spec.key}", flush=True)

@@ -50,6 +50,8 @@ def run(main, description: str, *args_spec, scale_out: bool = False, then=None,
         log_file, title = (None, None)
         if console_lines is not None and not launch.in_worker():
             log_file, title = console_lines(params, args)
+            if scale_out:               # bad input: its one line, before any log is opened
+                _check_training_inputs(params, args)
             console.say(title)
         elif quiet:
             log_file = STAGE_LOGS / f"{main.__module__.rpartition('.')[2]}.log"

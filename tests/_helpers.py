@@ -12,6 +12,13 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
+def last_capture(log_file) -> str:
+    """What the last run of a stage wrote into its log file (dipkd.console.captured appends
+    one section per run, each after a ``=====`` header line)."""
+    text = Path(log_file).read_text()
+    return text[text.rfind("\n===== "):]
+
+
 def load_script(relative: str):
     """A script of the repository that is not a package module (``benchmarks/*.py``),
     imported from its file."""
@@ -95,7 +102,7 @@ def tiny_workspace(ws, params, detector="retinanet", epochs=1, **top_level):
     prof = params["profiles"]["smoke"]
     prof["data"]["ssdd"] = {"image_scale": 0.25, "num_train": 4, "num_test": 2}
     prof["schedule"][detector]["ssdd"].update(epochs=epochs, scale=[128, 96])
-    prof["train"].update(log_interval=1, warmup_iters=2)
+    prof["train"].update(log_interval=1, val_interval=1, warmup_iters=2)
     (ws / "params.yaml").write_text(yaml.safe_dump(params))
     generate_dataset(ws / "data" / "ssdd", preset="ssdd-like", seed=0, **prof["data"]["ssdd"])
     return ws

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from _helpers import tiny_workspace
+from _helpers import last_capture, tiny_workspace
 from _polling import complete_checkpoint, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,8 +126,11 @@ def test_failed_test_is_rerun_without_training_again(tmp_path, params, monkeypat
     def broken_test(spec):
         raise RuntimeError("test split unreadable")
     monkeypatch.setattr(stage, "evaluate", broken_test)
-    with pytest.raises(RuntimeError, match="unreadable"):
+    with pytest.raises(SystemExit) as failed:       # one line on the console, the rest logged
         stage.cli()
+    assert failed.value.code == 1
+    assert "RuntimeError: test split unreadable" in last_capture(
+        ws / "runs/student/ssdd-retinanet-seed0.log")
     model = ws / "models/student/ssdd-retinanet-seed0.pth"
     work = ws / "runs/student/ssdd-retinanet-seed0"
     assert model.is_file() and (work / "last_checkpoint").exists()
@@ -137,7 +140,7 @@ def test_failed_test_is_rerun_without_training_again(tmp_path, params, monkeypat
     model.unlink()                      # what `dvc repro` does before running the stage again
     out = _run(ws, "pipeline.train", "--role", "student", "--dataset", "ssdd",
                "--detector", "retinanet")
-    log = out.stdout + out.stderr
+    log = out.stdout + out.stderr + last_capture(ws / "runs/student/ssdd-retinanet-seed0.log")
     assert "resuming" in log and "Epoch(train)" not in log, log[-3000:]
     assert model.is_file() and (ws / "metrics/student/ssdd-retinanet-seed0.json").is_file()
     assert not (work / "last_checkpoint").exists() and not list(work.glob("epoch_*.pth"))
