@@ -87,6 +87,8 @@ def captured(log_path: Path | None):
                 _restore(saved)
                 console_err.write(f"  full log: {log_path}\n")
             raise
+        except KeyboardInterrupt:      # Ctrl-C stays Ctrl-C (exit 130 where it is handled)
+            raise
         except BaseException as exc:   # the traceback to the log, one line to the console
             sys.stderr.flush()
             traceback.print_exc(file=log)

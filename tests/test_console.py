@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from dipkd import console
 from dipkd.local_repro import Condenser
 
 REPO = Path(__file__).resolve().parents[1]
@@ -140,3 +141,11 @@ def test_dvc_console_is_condensed_to_prefixed_stage_lines():
                                   "WARNING: something DVC wants said"])
 def test_lines_outside_a_stage_pass_through(line):
     assert Condenser(total=1).feed(line + "\n") == [line]
+
+
+def test_ctrl_c_is_not_turned_into_an_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("DIPKD_VERBOSE", raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        with console.captured(tmp_path / "run.log"):
+            raise KeyboardInterrupt
+    assert console.terminal() is sys.stdout          # the capture ended
