@@ -2,11 +2,12 @@
 
 Importing this module registers the SAR COCO metric, the distiller, DIPKD and the baseline KD
 losses, the per-term gradient-norm hook (``KDTermGradHook``), and installs the safe checkpoint
-loader.
+loader and the memo of mmengine's config formatting (:mod:`dipkd.config_text`).
 """
 from . import baselines as _baselines  # noqa: F401  (the KD losses register on import)
 from . import kd as _kd  # noqa: F401
 from .checkpoint import install as _install_safe_loader
+from .config_text import install as _install_config_text_memo
 from .distill.distiller import register as _register_distiller
 from .evaluation.metric import register_metric
 from .kd_terms import register as _register_kd_term_hook
@@ -17,3 +18,4 @@ _register_distiller()
 _register_kd_term_hook()
 _register_progress_hook()
 _install_safe_loader()
+_install_config_text_memo()

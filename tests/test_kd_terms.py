@@ -152,7 +152,7 @@ def test_hook_logs_every_term_at_log_intervals(distiller):
     assert not plain.visualizer.calls
 
 
-def test_distill_config_adds_the_hook_at_the_log_interval(params, tmp_path):
+def test_distill_config_adds_the_hook_at_the_probe_interval(params, tmp_path):
     from dipkd.mmdet_config import build_distill_config
     from dipkd.config.params import distill_spec, run_spec
     cfg = build_distill_config(distill_spec(params, "fitnet", "ssdd", "retinanet"),
@@ -160,6 +160,11 @@ def test_distill_config_adds_the_hook_at_the_log_interval(params, tmp_path):
                                tmp_path / "teacher.pth")
     log_interval = params["profiles"][params["profile"]]["train"]["log_interval"]
     assert cfg.custom_hooks == [dict(type="KDTermGradHook", interval=log_interval)]
+    params["profiles"][params["profile"]]["train"]["kd_probe_interval"] = 40  # once an epoch
+    cfg = build_distill_config(distill_spec(params, "fitnet", "ssdd", "retinanet"),
+                               run_spec(params, "teacher", "ssdd", "retinanet"),
+                               tmp_path / "teacher.pth")
+    assert cfg.custom_hooks == [dict(type="KDTermGradHook", interval=40)]
 
 
 def _script():

@@ -268,3 +268,11 @@ def test_schedule_scale_must_be_two_integers(params):
     spec = run_spec(params, "student", "ssdd", "faster_rcnn")
     with pytest.raises(dataclasses.FrozenInstanceError):
         spec.train.batch_size = 3
+
+
+@pytest.mark.parametrize("key", ["checkpoint_interval", "kd_probe_interval", "val_interval"])
+def test_intervals_must_be_positive(params, key):
+    from dipkd.config.params import ParamsError, validate
+    params["profiles"][params["profile"]]["train"][key] = 0
+    with pytest.raises(ParamsError, match=f"train.{key} must be a positive number"):
+        validate(params)

@@ -48,6 +48,10 @@ class TrainSettings:
     momentum: float
     weight_decay: float
     clip_grad: float | None = None   # max gradient L2 norm; None: no clipping
+    checkpoint_interval: int = 1     # an epoch checkpoint (to resume from) every n epochs;
+    #                                  the last epoch's is always written (the export reads it)
+    kd_probe_interval: int | None = None   # iterations between two KD-gradient probes of a
+    #                                  distillation (dipkd.kd_terms); None: log_interval
 
 
 @dataclass(frozen=True)
@@ -274,7 +278,12 @@ def validate(params: dict) -> None:
                              or clip <= 0):
         raise ParamsError(f"params.yaml: {where}.train.clip_grad must be a positive number "
                           f"(max gradient L2 norm) or null, got {clip!r}")
-    parse_section(TrainSettings, prof["train"], f"{where}.train")
+    train = parse_section(TrainSettings, prof["train"], f"{where}.train")
+    for key in ("checkpoint_interval", "kd_probe_interval", "log_interval", "val_interval"):
+        value = getattr(train, key)
+        if value is not None and value < 1:
+            raise ParamsError(f"params.yaml: {where}.train.{key} must be a positive number "
+                              f"of {'epochs' if key in ('checkpoint_interval', 'val_interval') else 'iterations'}, got {value!r}")
     parse_section(ModelSettings, prof["model"], f"{where}.model")
     for det in params["detectors"]:
         _need(prof["schedule"], (det,), f"{where}.schedule")
@@ -541,6 +550,17 @@ def experiment_name(params: dict) -> str:
     (``dipkd-repro/smoke``, ``dipkd-repro/paper``, ...), so that smoke runs never mix with
     real ones in ``mlflow ui``."""
     return f"{params.get('mlflow', {}).get('experiment', 'dipkd-repro')}/{params['profile']}"
+
+
+SCHEDULES = Path("runs") / "schedules"
+
+
+def schedule_path(role: str, dataset: str, detector: str) -> Path:
+    """The resolved schedule of ``role``'s runs on ``dataset`` x ``detector`` (stage
+    ``schedules``, ``pipeline/schedules.py``): the teacher's, or the one every other role
+    shares."""
+    kind = "teacher" if role == "teacher" else "student"
+    return SCHEDULES / f"{dataset}-{detector}-{kind}.json"
 
 
 def run_spec(params: dict, role: str, dataset: str, detector: str,
