@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TextIO
 
 VERBOSE_ENV = "DIPKD_VERBOSE"
+STAGE_LOGS = Path("runs") / "logs"   # the full output of what is not one run's (stages, servers)
 
 _terminal: TextIO | None = None        # the console while a stage's output is captured
 _terminal_err: TextIO | None = None    # and its stderr

@@ -12,6 +12,11 @@ none. The training stages print only their start and result lines and keep the r
 run's log file (:mod:`dipkd.console`). Errors come on stderr, untouched. ``-v`` (or
 ``DIPKD_VERBOSE=1``) passes everything through, the stages' full logs included.
 
+The stages start warm: ``dipkd repro`` runs them through one process that has already
+imported torch, mmdet and MLflow (:mod:`dipkd.stage_server`; its own log is
+``runs/logs/stage_server.log``; ``DIPKD_WARM_STAGES=0`` turns it off), which saves each stage
+the seconds of a fresh interpreter's imports and changes nothing a stage writes.
+
 N is the number of stages ``dvc repro`` visits (DVC's stage graph restricted to the targets,
 :func:`dipkd.parallel_repro.restrict_to`); k counts the stages DVC reports, run, restored or
 skipped, in its own order.
@@ -25,8 +30,11 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from .console import VERBOSE_ENV, verbose as verbose_env
+from . import stage_server
+from .console import STAGE_LOGS, VERBOSE_ENV, verbose as verbose_env
 from .parallel_repro import restrict_to, stage_graph
+
+SERVER_LOG = STAGE_LOGS / "stage_server.log"
 
 RUNNING = re.compile(r"^Running stage '(?P<stage>[^']+)':")
 RESTORED = re.compile(r"^Stage '(?P<stage>[^']+)' is cached - skipping run")
@@ -92,9 +100,14 @@ def repro(root: Path, targets: Iterable[str] = (), *, verbose: bool = False,
     """``dvc repro TARGET...`` in ``root``; returns its exit code."""
     targets = list(targets)
     env = dict(os.environ)
-    if verbose or verbose_env():
-        env[VERBOSE_ENV] = "1"
-        return subprocess.call(["dvc", "repro", *targets], cwd=root, env=env)
+    with stage_server.running(root, env, root / SERVER_LOG) as env:
+        if verbose or verbose_env():
+            env[VERBOSE_ENV] = "1"
+            return subprocess.call(["dvc", "repro", *targets], cwd=root, env=env)
+        return _condensed(root, targets, env, out)
+
+
+def _condensed(root: Path, targets: list[str], env: dict, out) -> int:
     condenser = Condenser(stages_visited(root, targets))
     with subprocess.Popen(["dvc", "repro", *targets], cwd=root, env=env, text=True,
                           stdout=subprocess.PIPE, bufsize=1) as proc:

@@ -17,7 +17,7 @@ from dipkd.datasets.coco_layout import validate_layout
 from dipkd.models.pretrained import PretrainedWeightsError
 
 
-STAGE_LOGS = Path("runs") / "logs"   # the full output of the stages that are not one run's
+STAGE_LOGS = console.STAGE_LOGS     # the full output of the stages that are not one run's
 
 
 def run(main, description: str, *args_spec, scale_out: bool = False, then=None,
