@@ -198,5 +198,8 @@ def test_dvc_repro_builds_every_table_and_tracks_every_run(tmp_path):
     smoke["schedule"]["retinanet"]["ssdd"]["lr"] = 0.004
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     changed = set(json.loads(_sh(ws, "dvc", "status", "--json")))
+    assert changed == {"schedules"}, changed     # the training stages read its files
+    _sh(ws, "dvc", "repro", "schedules")
+    changed = set(json.loads(_sh(ws, "dvc", "status", "--json")))
     assert changed == {"train_teacher@ssdd-retinanet", "train_student@ssdd-retinanet-0",
                        "distill@ssdd-retinanet-0", "distill_noinherit@ssdd-retinanet-0"}, changed
