@@ -15,7 +15,11 @@ run kind (student, DIPKD, FGD; Faster R-CNN on ssdd), in one process:
    convolutions' achieved GFLOP/s beside a plain 256-channel 3x3 convolution's.
 
 The ratios (runner / alone; DIPKD / (student + teacher forward)) are the targets of issue 23.
-Numbers are this machine's, measured in one run: compare ratios, not seconds.
+Numbers are this machine's, measured in one run: compare ratios, not seconds. Times are the
+process's CPU time by default (``--clock cpu``, all its threads together): on a machine
+shared with other work, wall time measures the neighbours as much as the step (a student
+step measured 1.2 s alone and 2.5 s "inside the Runner" in wall time while another job ran,
+0.98x in CPU time); ``--clock wall`` on an idle machine.
 
     python benchmarks/step_profile.py [--profiles smoke study] [--kinds student dipkd fgd]
                                        [--steps 8] [--out reports/step_profile.md]
@@ -36,6 +40,10 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
+CLOCK_WORDS = {"cpu": "the process's CPU time (all threads)", "wall": "elapsed time"}
+now = CLOCKS["cpu"]         # set by main(); every duration below is read from it
 
 KINDS = {"student": ("student", None), "dipkd": ("distilled", "dipkd"),
          "fgd": ("distilled", "fgd")}
@@ -94,11 +102,11 @@ class _IterClock:
         clock = self
 
         def run_iter(loop, idx, data_batch):
-            t0 = time.perf_counter()
+            t0 = now()
             try:
                 return original(loop, idx, data_batch)
             finally:
-                clock.iters.append((loop._epoch, t0, time.perf_counter()))
+                clock.iters.append((loop._epoch, t0, now()))
         EpochBasedTrainLoop.run_iter = run_iter
         return lambda: setattr(EpochBasedTrainLoop, "run_iter", original)
 
@@ -124,13 +132,13 @@ def runner_iteration(params, kind: str) -> dict:
     cfg = _config(params, spec)
     clock = _IterClock()
     restore = clock.install()
-    t0 = time.perf_counter()
+    t0 = now()
     try:
         with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
             train(spec, cfg=cfg)
     finally:
         restore()
-    return {**clock.summary(), "total": time.perf_counter() - t0}
+    return {**clock.summary(), "total": now() - t0}
 
 
 def _batches(cfg, n: int):
@@ -176,19 +184,19 @@ def step_alone(params, kind: str, steps: int, deterministic: bool) -> dict:
     step = _step_fn(cfg, model)
     times = []
     for i, batch in enumerate(batches):
-        t0 = time.perf_counter()
+        t0 = now()
         step(batch)
         if i >= 2:                        # two warm-up steps
-            times.append(time.perf_counter() - t0)
+            times.append(now() - t0)
     out = {"step": statistics.median(times)}
     if hasattr(model, "teacher"):
         teacher_times = []
         for batch in batches[:steps]:
             data = model.data_preprocessor(batch, True)
-            t0 = time.perf_counter()
+            t0 = now()
             with torch.no_grad():
                 model.teacher.extract_feat(data["inputs"])
-            teacher_times.append(time.perf_counter() - t0)
+            teacher_times.append(now() - t0)
         out["teacher_forward"] = statistics.median(teacher_times)
     return out
 
@@ -288,10 +296,17 @@ def reference_conv_gflops(size: int = 64, repeats: int = 10) -> float:
     return 2 * 256 * 256 * 9 * size * size * 2 / sec / 1e9
 
 
-def measure(profile: str, kinds, steps: int) -> dict:
+def measure(profile: str, kinds, steps: int, epochs: int | None = None) -> dict:
+    """Every kind of one profile. ``epochs`` shortens the Runner's run (each detector and
+    dataset of the profile's schedule): iterations cost the same in every epoch, so a long
+    profile is timed on its first epochs."""
     from dipkd.config.params import load_params
     params = load_params(str(REPO / "params.yaml"))
     params["profile"] = profile
+    if epochs is not None:
+        for per_dataset in params["profiles"][profile]["schedule"].values():
+            for entry in per_dataset.values():
+                entry["epochs"] = epochs
     results = {}
     with scratch_workspace(params, profile):
         for kind in kinds:
@@ -307,15 +322,15 @@ def measure(profile: str, kinds, steps: int) -> dict:
     return results
 
 
-def report(all_results: dict, conv_ref: float) -> str:
+def report(all_results: dict, conv_ref: float, clock_name: str = "cpu") -> str:
     from dipkd.machine import cpu_model
     import datetime
     lines = [f"Measured {datetime.date.today().isoformat()} on {cpu_model()}, "
              f"{torch.get_num_threads()} threads, torch {torch.__version__}; one run; compare "
-             "ratios. A plain 256-channel 3x3 convolution (batch 2, 64x64) runs at "
-             f"{conv_ref:.0f} GFLOP/s here.", ""]
+             f"ratios; times: {CLOCK_WORDS[clock_name]}. A plain 256-channel 3x3 convolution "
+             f"(batch 2, 64x64) runs at {conv_ref:.0f} GFLOP/s here.", ""]
     lines += ["| profile | run | step alone (s) | inside the Runner (s) | Runner / alone | "
-              "deterministic cost | KD step / (student + teacher fwd) | train() wall (s): "
+              "deterministic cost | KD step / (student + teacher fwd) | train() (s): "
               "iterations / epoch ends / rest |",
               "|---|---|---|---|---|---|---|---|"]
     for profile, results in all_results.items():
@@ -348,11 +363,19 @@ def main() -> None:
     parser.add_argument("--profiles", nargs="+", default=["smoke", "study"])
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
     parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="train this many epochs inside the Runner (default: the "
+                             "profile's schedule)")
+    parser.add_argument("--clock", choices=list(CLOCKS), default="cpu",
+                        help="cpu: the process's CPU time (default; robust on a shared "
+                             "machine); wall: elapsed time")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    global now
+    now = CLOCKS[args.clock]
     conv_ref = reference_conv_gflops()
-    results = {p: measure(p, args.kinds, args.steps) for p in args.profiles}
-    text = report(results, conv_ref)
+    results = {p: measure(p, args.kinds, args.steps, args.epochs) for p in args.profiles}
+    text = report(results, conv_ref, args.clock)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
