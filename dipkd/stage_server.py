@@ -40,6 +40,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from .code_deps import RECORD_VAR
 from .stage_client import SOCKET_ENV, recv_msg
 
 OFF_ENV = "DIPKD_WARM_STAGES"          # "0": dipkd repro starts no server
@@ -203,7 +204,7 @@ def running(root: Path, env: dict, log: Path):
     the environment to run it with (``env`` plus :data:`SOCKET_ENV`), or ``env`` itself when
     :data:`OFF_ENV` is ``0`` or the server did not start (the stages then start as usual).
     The server's own output goes to ``log``; it is stopped when the block ends."""
-    if env.get(OFF_ENV) == "0":
+    if env.get(OFF_ENV) == "0" or env.get(RECORD_VAR):   # recording: every stage plainly
         yield env
         return
     tmp = tempfile.mkdtemp(prefix="dipkd-stages-")

@@ -1,9 +1,14 @@
 """``make study``: run a committed study definition through DVC and write its report.
 
 A study is params.yaml with the overrides of a definition file (``studies/<name>.yaml``:
-profile, seeds, datasets, detectors, baselines, ablation lists, compare pairs). It runs in a git worktree of
-the current commit (``.studies/<name>/``, sharing this repository's DVC cache, so finished
-stages are restored from the run-cache instead of trained again), with ``dvc repro tables``,
+profile, seeds, datasets, detectors, baselines, ablation lists, compare pairs). It runs in a
+git worktree (``.studies/<name>/``, sharing this repository's DVC cache, so finished stages
+are restored from the run-cache instead of trained again) of the current commit, or of the
+definition's ``commit`` (then with that commit's params.yaml under the overrides): a study
+that runs in several parts pins its code, so that later commits do not retrain what its
+earlier parts finished. It runs ``dvc repro tables``; a part killed mid-training resumes
+from the last epoch checkpoint in the kept worktree. The wall time is summed over the parts
+(:class:`Parts`),
 and its MLflow runs go to this repository's store with the tag ``study=<name>``. The report
 goes to ``reports/studies/<name>/``:
 
@@ -25,6 +30,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -56,18 +62,58 @@ def _git(*args, cwd=ROOT) -> str:
                           text=True).stdout.strip()
 
 
-def prepare_worktree(name: str, params: dict, worktree: Path) -> None:
-    """A detached worktree of HEAD at ``worktree`` with the study's params.yaml, using this
-    repository's DVC cache."""
+def prepare_worktree(name: str, params: dict, worktree: Path, commit: str = "HEAD") -> None:
+    """A detached worktree of ``commit`` at ``worktree`` with the study's params.yaml, using
+    this repository's DVC cache. An existing worktree of the same commit is kept (with the
+    work dirs of a stage that a killed part left half-trained: it resumes from its last
+    epoch checkpoint); another is replaced."""
+    sha = _git("rev-parse", f"{commit}^{{commit}}")
     if worktree.exists():
-        subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT,
-                       capture_output=True)
-        shutil.rmtree(worktree, ignore_errors=True)
-    worktree.parent.mkdir(parents=True, exist_ok=True)
-    _run(["git", "worktree", "add", "--detach", str(worktree), "HEAD"], ROOT)
+        current = subprocess.run(["git", "rev-parse", "HEAD"], cwd=worktree,
+                                 capture_output=True, text=True).stdout.strip()
+        if current != sha:
+            subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT,
+                           capture_output=True)
+            shutil.rmtree(worktree, ignore_errors=True)
+    if not worktree.exists():
+        worktree.parent.mkdir(parents=True, exist_ok=True)
+        _run(["git", "worktree", "add", "--detach", str(worktree), sha], ROOT)
     (worktree / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     cache = ROOT / ".dvc" / "cache"
     _run(["dvc", "cache", "dir", "--local", str(cache)], worktree)
+
+
+class Parts:
+    """The study's wall time over the parts it ran in (``.studies/<name>.parts.json``: start
+    and last-seen time of each ``make study`` run, the last seen refreshed every minute, so a
+    part killed at the end of a session still counts up to its last minute)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.parts = json.loads(path.read_text()) if path.is_file() else []
+        self.parts.append({"start": time.time(), "seen": time.time()})
+        self._save()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._tick, daemon=True)
+        self._thread.start()
+
+    def _save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.parts, indent=1))
+        os.replace(tmp, self.path)
+
+    def _tick(self) -> None:
+        while not self._stop.wait(60):
+            self.parts[-1]["seen"] = time.time()
+            self._save()
+
+    def close(self) -> tuple[float, int]:
+        """Stop counting; the total wall time (s) and the number of parts."""
+        self._stop.set()
+        self.parts[-1]["seen"] = time.time()
+        self._save()
+        return sum(p["seen"] - p["start"] for p in self.parts), len(self.parts)
 
 
 def curves(worktree: Path) -> dict:
@@ -99,8 +145,8 @@ def plot_curves(data: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(name: str, worktree: Path, params: dict, out_dir: Path, started: float,
-                 commit: str) -> None:
+def write_report(name: str, worktree: Path, params: dict, out_dir: Path, wall: float,
+                 commit: str, parts: int = 1) -> None:
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -113,7 +159,6 @@ def write_report(name: str, worktree: Path, params: dict, out_dir: Path, started
     (tmp / "curves.json").write_text(json.dumps(data, indent=1))
     plot_curves(data, tmp / "curves.png")
     (tmp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    wall = time.time() - started
     import torch
 
     from dipkd.machine import cpu_model
@@ -123,8 +168,9 @@ def write_report(name: str, worktree: Path, params: dict, out_dir: Path, started
             f"- machine: {cpu_model()}, {os.cpu_count()} cores, "
             f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}"
             f"; torch {torch.__version__}, Python {platform.python_version()}\n"
-            f"- wall time: {wall / 60:.1f} min (`make study STUDY={name}`; stages restored "
-            f"from DVC's run-cache count as done)\n"
+            f"- wall time: {wall / 60:.1f} min over {parts} part(s) (`make study "
+            f"STUDY={name}`, each run of it restoring from DVC's run-cache what an earlier "
+            f"part finished)\n"
             f"- exact params: `params.yaml` here; training curves: `curves.png`/`curves.json`\n"
             f"- MLflow: runs tagged `study={name}` (`tags.study = '{name}'`)\n\n")
     tables = "\n".join((tmp / f"{table.name}.md").read_text() for table in TABLES)
@@ -148,7 +194,9 @@ def main(argv=None) -> int:
         print(f"error: {definition}: study definition not found", file=sys.stderr)
         return 2
     overrides = yaml.safe_load(definition.read_text()) or {}
-    params = merged_params(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides)
+    commit = _git("rev-parse", f"{overrides.pop('commit', 'HEAD')}^{{commit}}")
+    base = yaml.safe_load(_git("show", f"{commit}:params.yaml"))
+    params = merged_params(base, overrides)
     sys.path.insert(0, str(ROOT))
     from dipkd.config.params import validate
     from dipkd.reports.pairs import check_pairs
@@ -158,13 +206,13 @@ def main(argv=None) -> int:
     except ValueError as exc:   # a ParamsError, or a `compare` pair this study cannot run
         print(f"error: {definition}: {exc}", file=sys.stderr)
         return 2
-    started = time.time()
-    commit = _git("rev-parse", "HEAD")
     worktree = args.worktree or ROOT / ".studies" / args.name
-    prepare_worktree(args.name, params, worktree)
+    parts = Parts(worktree.with_name(f"{worktree.name}.parts.json"))
+    prepare_worktree(args.name, params, worktree, commit)
     env = dict(os.environ, DIPKD_STUDY=args.name, DIPKD_STORE_ROOT=str(ROOT))
     _run(["dvc", "repro", "tables"], worktree, env)
-    write_report(args.name, worktree, params, args.out / args.name, started, commit)
+    wall, count = parts.close()
+    write_report(args.name, worktree, params, args.out / args.name, wall, commit, count)
     print(f"[study] report: {args.out / args.name}/README.md", flush=True)
     return 0
 

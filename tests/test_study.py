@@ -64,6 +64,21 @@ def test_study_runs_end_to_end_and_writes_every_file(tmp_path):
              and "variant" not in r.data.tags]
     assert len(dipkd) == 2 and all("compare/dipkd-vs-inherit_only/mAP_ci_low" in r.data.metrics
                                    for r in dipkd)
+    # a later part pinned to the study's commit: code committed since retrains nothing
+    first = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ws, capture_output=True,
+                           text=True).stdout.strip()
+    with open(ws / "dipkd" / "training.py", "a") as f:
+        f.write("\n# a later change of the training code\n")
+    subprocess.run(["git", "commit", "-qam", "later"], cwd=ws, env=env, check=True)
+    (ws / "studies" / "tiny.yaml").write_text(yaml.safe_dump(dict(TINY, commit=first)))
+    again = subprocess.run([sys.executable, "-m", "pipeline.study", "--name", "tiny"], cwd=ws,
+                           env=env, capture_output=True, text=True, timeout=3000)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "Running stage 'train" not in again.stdout and "Running stage 'distill" not in \
+        again.stdout
+    readme = (report / "README.md").read_text()
+    assert f"commit: `{first}`" in readme and "over 2 part(s)" in readme
+    assert len(client.search_runs([runs[0].info.experiment_id])) == 9
     bad = subprocess.run([sys.executable, "-m", "pipeline.study", "--name", "missing"], cwd=ws,
                          env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "study definition not found" in bad.stderr
