@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := $(CURDIR)/.venv
 RUN := PATH="$(VENV)/bin:$$PATH"
 
-.PHONY: setup repro repro-parallel test test-fast bench kd-terms study mlflow-ui docs doctor
+.PHONY: setup repro repro-parallel repro-slurm test test-fast bench kd-terms study mlflow-ui docs doctor
 
 setup:
 	@bash scripts/setup.sh
@@ -17,6 +17,13 @@ repro: setup
 JOBS ?= 2
 repro-parallel: setup
 	$(RUN) dipkd repro --jobs $(JOBS)
+
+# One SLURM job per run, dependencies in the scheduler (dipkd/slurm/, docs/gpus.md): resources
+# from params.yaml's slurm: block; SLURM="partition=gpu time=12:00:00" overrides keys,
+# MAX_JOBS=N keeps at most N jobs in the queue (default: all at once)
+repro-slurm: setup
+	$(RUN) dipkd repro --executor slurm $(if $(MAX_JOBS),--jobs $(MAX_JOBS)) \
+		$(foreach kv,$(SLURM),--slurm $(kv)) $(if $(V),-v)
 
 test: setup
 	$(RUN) python -m pytest -v --durations=15

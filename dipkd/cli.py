@@ -4,12 +4,14 @@
     dipkd compare [--experiment NAME] [--filter "tags.tables LIKE '%table3%'"] [--metrics ...]
     dipkd efficiency [ARGS...]          (the arguments of dipkd.efficiency, --help included)
     dipkd repro [-v] [--jobs N [--keep-experiments]] [TARGET...]
+    dipkd repro --executor slurm [--jobs N] [--slurm KEY=VALUE ...] [TARGET...]
     dipkd doctor [--device cuda:0|cpu] [--profile paper] [--out reports/doctor.md]
 
 ``infer``: :mod:`dipkd.inference.infer`. ``compare``: the table of :mod:`pipeline.compare`
 (the same function, :func:`compare`, and the same options, :data:`COMPARE_ARGUMENTS`).
 ``efficiency``: every argument after it goes to ``dipkd.efficiency.main``. ``repro``:
-:mod:`dipkd.local_repro` (one stage at a time), :mod:`dipkd.parallel_repro` (``--jobs N``).
+:mod:`dipkd.local_repro` (one stage at a time), :mod:`dipkd.parallel_repro` (``--jobs N``),
+:mod:`dipkd.slurm.repro` (``--executor slurm``).
 
 Errors are one line on stderr: exit code 2 for bad input (a missing or unreadable model, bad
 options, a params file that does not load), 1 when some images of ``infer`` could not be read
@@ -138,8 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     comp.set_defaults(handler=_compare)
 
     rep = sub.add_parser(
-        "repro", help="the whole pipeline: one line per stage (make repro), or N stages at "
-                      "a time on N GPUs (or CPU workers) through DVC's queue (--jobs N)",
+        "repro", help="the whole pipeline: one line per stage (make repro), N stages at "
+                      "a time on N GPUs (or CPU workers) through DVC's queue (--jobs N), or "
+                      "one SLURM job per run (--executor slurm)",
         description="Run `dvc repro` of this repository. Without --jobs: one stage at a time "
                     "with one progress line per stage and each run's full log in its log "
                     "file (dipkd/local_repro.py; -v shows everything). "
@@ -148,21 +151,36 @@ def build_parser() -> argparse.ArgumentParser:
                     "run by `dvc queue start -j N`, and restored in the workspace from DVC's "
                     "run-cache; then the tables are built. Each run takes a worker slot and "
                     "its own GPU(s) (compute.gpus per run), shown in its log and in the MLflow "
-                    "tags gpu/worker_slot. Needs a git commit (DVC experiments start from one).",
+                    "tags gpu/worker_slot. Needs a git commit (DVC experiments start from one). "
+                    "With --executor slurm: one SLURM batch job per run, each after the jobs "
+                    "it needs (--dependency=afterok), resources from params.yaml's slurm: block "
+                    "and --slurm KEY=VALUE, MLflow runs through a tracking server, then the "
+                    "workspace's dvc repro restores every run from the run-cache and builds the "
+                    "tables (dipkd/slurm/; docs/gpus.md).",
         epilog="examples: `dipkd repro` (make repro); `dipkd repro -v tables`; "
                "`dipkd repro --jobs 8` (make repro-parallel JOBS=8); "
-               "`dipkd repro --jobs 4 tables` (the tables and their runs, not the figures)")
+               "`dipkd repro --jobs 4 tables` (the tables and their runs, not the figures); "
+               "`dipkd repro --executor slurm --slurm partition=gpu --slurm time=12:00:00` "
+               "(make repro-slurm)")
     rep.add_argument("targets", metavar="TARGET", nargs="*",
                      help="stages to build, with what they need (as `dvc repro TARGET`; a "
                           "foreach group name covers its members); default: all")
     rep.add_argument("--jobs", "-j", type=int, default=None,
                      help="runs at once through DVC's queue: one per GPU (per compute.gpus "
-                          "GPUs), or CPU workers; default: one stage at a time, no queue")
+                          "GPUs), or CPU workers; default: one stage at a time, no queue. "
+                          "With --executor slurm: at most N jobs in SLURM's queue at a time "
+                          "(default: all at once)")
+    rep.add_argument("--executor", choices=("local", "slurm"), default="local",
+                     help="local: this machine (default); slurm: one SLURM job per run")
+    rep.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
+                     help="--executor slurm: override a key of params.yaml's slurm: block for "
+                          "this repro (partition, account, gres, cpus, mem, time, extra, "
+                          "stages.<group>.<key>; VALUE as YAML, e.g. gres=null); repeatable")
     rep.add_argument("--verbose", "-v", action="store_true",
                      help="every line of DVC and of the stages (DIPKD_VERBOSE=1)")
     rep.add_argument("--keep-experiments", action="store_true",
                      help="keep the queued DVC experiments (dvc exp show) afterwards")
-    rep.add_argument("--poll", type=float, default=5.0, help=argparse.SUPPRESS)
+    rep.add_argument("--poll", type=float, default=None, help=argparse.SUPPRESS)
     rep.set_defaults(handler=_repro)
 
     doc = sub.add_parser(
@@ -227,6 +245,10 @@ def _repro(args) -> int:
 
     from dipkd.config.params import ParamsError
     from dipkd.parallel_repro import ParallelReproError, repro
+    if args.executor == "slurm":
+        return _repro_slurm(args)
+    if args.slurm:
+        return _error("--slurm KEY=VALUE needs --executor slurm")
     if args.jobs is None:
         from dipkd import local_repro
         try:
@@ -237,8 +259,27 @@ def _repro(args) -> int:
         os.environ["DIPKD_VERBOSE"] = "1"      # the queued stages inherit it
     try:
         repro(Path.cwd(), args.jobs, args.targets, keep_experiments=args.keep_experiments,
-              poll=args.poll)
+              poll=5.0 if args.poll is None else args.poll)
     except (ParallelReproError, ParamsError) as exc:
+        return _error(str(exc), 1)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _repro_slurm(args) -> int:
+    """``dipkd repro --executor slurm``: :mod:`dipkd.slurm.repro`. Exit code 1 with one line
+    when a job failed or the repro cannot start, 130 on Ctrl-C (its jobs cancelled)."""
+    from pathlib import Path
+
+    from dipkd.config.params import ParamsError
+    from dipkd.slurm.repro import SlurmReproError, repro
+    if args.keep_experiments:
+        return _error("--keep-experiments is for DVC's queue (--jobs N without --executor)")
+    try:
+        repro(Path.cwd(), args.targets, jobs=args.jobs, overrides=args.slurm,
+              poll=10.0 if args.poll is None else args.poll, verbose=args.verbose)
+    except (SlurmReproError, ParamsError) as exc:
         return _error(str(exc), 1)
     except KeyboardInterrupt:
         return 130

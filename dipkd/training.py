@@ -24,6 +24,7 @@ import torch
 
 from . import console, launch
 from .mmdet_config import build_config, own_visualizer
+from .rng_state import keep_rng_state
 from .config.params import RunSpec
 from .datasets.coco_layout import validate_layout
 from .export import export_model
@@ -155,6 +156,7 @@ def train(spec: RunSpec, *, cfg=None, extra_tags: dict | None = None) -> Path:
     cfg.vis_backends = backends
     cfg.visualizer.vis_backends = backends
     own_visualizer(cfg)
+    keep_rng_state(cfg)      # a resumed run draws what the uninterrupted one would have
     if leader and console.progress_bar_wanted():   # after the fingerprint: display only
         cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type="ProgressBarHook")]
     cfg.resume = resume

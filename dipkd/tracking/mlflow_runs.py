@@ -140,7 +140,8 @@ def git_commit() -> str:
 def run_tags(spec: RunSpec, **extra) -> dict:
     """Tags every run carries: dataset, detector, role, method, profile, seed, commit, stage,
     and the device it ran on (``gpu``; ``worker_slot`` and
-    ``parallel_repro`` in a parallel repro, :mod:`dipkd.device_slots`)."""
+    ``parallel_repro`` in a parallel repro, :mod:`dipkd.device_slots`; ``slurm_job_id`` and
+    ``node`` in a SLURM job, :func:`slurm_tags`)."""
     tags = {"dataset": spec.dataset.name, "data_source": spec.dataset.source,
             "detector": spec.detector, "role": spec.role, "method": spec.method,
             "profile": spec.profile, "seed": str(spec.seed), "git_commit": git_commit(),
@@ -152,8 +153,21 @@ def run_tags(spec: RunSpec, **extra) -> dict:
     if os.environ.get(PARALLEL_REPRO_VAR):
         tags["parallel_repro"] = os.environ[PARALLEL_REPRO_VAR]
     tags.update(device_slots.tags())
+    tags.update(slurm_tags())
     tags.update({k: str(v) for k, v in extra.items()})
     return tags
+
+
+def slurm_tags(env=None) -> dict[str, str]:
+    """Where a SLURM job ran the run (``dipkd repro --executor slurm``, or any ``dvc repro``
+    inside an allocation): ``slurm_job_id`` (``SLURM_JOB_ID``) and ``node``
+    (``SLURMD_NODENAME``); none outside SLURM. A requeued job sets them again when it
+    resumes the run, so ``node`` names the node that finished it."""
+    env = os.environ if env is None else env
+    if not env.get("SLURM_JOB_ID"):
+        return {}
+    return {"slurm_job_id": env["SLURM_JOB_ID"],
+            "node": env.get("SLURMD_NODENAME") or env.get("HOSTNAME", "")}
 
 
 def run_exists(run_id: str) -> bool:
