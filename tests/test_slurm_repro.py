@@ -2,9 +2,13 @@
 dipkd/rng_state.py): the job plan, the ``slurm:`` resources, the batch script, what the
 scheduler's answers mean; and (slow) on a real one-node SLURM cluster (tests/_slurm_cluster.py):
 the smoke matrix against a sequential ``dvc repro``, a requeued distillation that resumes,
-a failed job that cancels its dependents and a second repro that submits nothing it has."""
+a failed job that cancels its dependents and a second repro that submits nothing it has,
+Ctrl-C that cancels exactly the repro's own jobs."""
+import contextlib
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import threading
@@ -604,3 +608,117 @@ def test_a_failed_job_cancels_its_dependents_and_a_rerun_submits_only_what_is_mi
     tables = lambda w: {f.name: f.read_text()                     # noqa: E731
                         for f in (w / "reports/tables").glob("*.csv")}
     assert tables(ws) == tables(matrix["ws"])
+
+
+def _process_group(pgid: int) -> set[int]:
+    """Pids of the live processes in process group ``pgid`` (Linux /proc)."""
+    from _polling import alive
+    found = set()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                stat = Path(f"/proc/{entry.name}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[2]) == pgid and alive(int(entry.name)):
+                found.add(int(entry.name))
+    return found
+
+
+def _tracking_server_pid(ws: Path) -> int | None:
+    """The `mlflow server` a repro in ``ws`` started (its store is ``ws/mlflow.db``)."""
+    store = f"sqlite:///{ws / 'mlflow.db'}"
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                args = Path(f"/proc/{entry.name}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            args = [a.decode(errors="replace") for a in args]
+            if "mlflow" in args and "server" in args and any(a.startswith(store) for a in args):
+                return int(entry.name)
+    return None
+
+
+@pytest.mark.slow
+def test_ctrl_c_cancels_exactly_the_jobs_of_the_repro_and_stops_its_tracking_server(
+        slurm_cluster, tmp_path):
+    """Ctrl-C (SIGINT to the repro's process group, as a terminal sends it) while one job of
+    the repro runs and the jobs that need it are pending: the repro scancels exactly its own
+    jobs (someone else's job keeps running), says so in one line, stops the tracking server
+    it started (its whole process group) and exits with 130; the cancelled job's processes
+    are gone from the node."""
+    from _polling import processes_in, wait_for
+    ws = _workspace(tmp_path / "ws", _matrix_params()).resolve()
+    queue = lambda: dict(line.split("|") for line in slurm_cluster.run(   # noqa: E731
+        "squeue", "-h", "-t", "all", "-o", "%i|%T").split())
+    other = slurm_cluster.run("sbatch", "--parsable", "--job-name=someone-else",
+                              "--cpus-per-task=1", "--output=/dev/null", "--chdir=/tmp",
+                              "--wrap", "sleep 300").strip().split(";")[0]
+    out_path = tmp_path / "repro.out"
+    ids: list[str] = []
+    with open(out_path, "w") as out, open(tmp_path / "repro.err", "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dipkd.cli", "repro", "--executor", "slurm", "--poll", "1",
+             "train_teacher@ssdd-faster_rcnn", "train_student@ssdd-faster_rcnn-0"],
+            cwd=ws, env=_env(slurm_cluster, ws, PYTHONUNBUFFERED="1"),
+            stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        def submitted():
+            lines = out_path.read_text().splitlines()
+            planned = [int(line.split(", ")[1].split()[0]) for line in lines
+                       if "job(s) to submit" in line]
+            assert proc.poll() is None, "\n".join(lines) + (tmp_path / "repro.err").read_text()
+            jobs = [line.split()[3] for line in lines if "  submitted" in line]
+            return jobs if planned and len(jobs) == planned[0] else None
+        ids = wait_for(submitted, "the repro's jobs submitted", timeout=300, interval=0.5)
+        assert len(ids) == 3 and other not in ids     # data, then teacher and student
+        # one job runs (the data job; should it be done already, a training) and has its
+        # processes on the node, in its copy of the workspace
+        copies = ws / ".dvc/tmp/dipkd-slurm/jobs"
+        wait_for(lambda: any(queue().get(i) == "RUNNING" for i in ids) and any(
+            processes_in(c) for c in copies.iterdir()), "a job of the repro running",
+            timeout=60, interval=0.5)
+        uri = next(line.split()[4] for line in out_path.read_text().splitlines()
+                   if line.startswith("[dipkd] MLflow tracking server "))
+        server = _tracking_server_pid(ws)
+        assert server is not None
+        pgid = os.getpgid(server)
+        assert pgid != os.getpgid(proc.pid)           # its own group: Ctrl-C must not reach it
+
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(60) == 130, out_path.read_text()[-3000:]
+        assert "Traceback" not in (tmp_path / "repro.err").read_text()
+
+        out = out_path.read_text()
+        lines = [line for line in out.splitlines() if line.startswith("[dipkd] interrupted")]
+        assert len(lines) == 1, out[-3000:]
+        said = re.fullmatch(r"\[dipkd\] interrupted: cancelled (\d+) job\(s\) of this repro "
+                            r"\(([\d, ]+)\)", lines[0])
+        assert said, lines[0]
+        left = said.group(2).split(", ")
+        assert int(said.group(1)) == len(left) and set(left) <= set(ids)
+        # every job it had not seen end (the data job may have been done by then)
+        assert {i for i in ids if queue()[i] != "COMPLETED"} <= set(left) and len(left) >= 2
+        wait_for(lambda: all(queue()[i] == "CANCELLED" for i in left),
+                 "the repro's jobs cancelled", timeout=60, interval=0.5)
+        assert queue()[other] == "RUNNING"           # someone else's job: untouched
+        wait_for(lambda: not _process_group(pgid), "the tracking server's processes gone",
+                 timeout=20, interval=0.2)
+        from dipkd.tracking.server import _healthy
+        assert not _healthy(uri)
+        wait_for(lambda: not any(processes_in(c) for c in copies.iterdir()),
+                 "the cancelled job's processes gone", timeout=60, interval=0.5)
+    finally:
+        if proc.poll() is None:          # failed early: the repro cleans up after itself
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(30)
+        slurm_cluster.run("scancel", other, *ids, check=False)
+        leftover = _tracking_server_pid(ws)
+        if leftover is not None:         # the leader of its own process group
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(leftover, signal.SIGKILL)

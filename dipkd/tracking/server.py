@@ -88,6 +88,9 @@ def tracking_server(store: Path, log: Path, *, host: str | None = None,
     uri = f"http://{host}:{port}"
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    # the runs are only logged to: no job-execution workers (uvicorn plus 8 huey processes
+    # by default in MLflow 3)
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     with open(log, "ab") as out:
         proc = subprocess.Popen(server_command(store, port, host), stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
