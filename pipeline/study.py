@@ -43,17 +43,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TABLE_FORMATS = ("md", "csv")    # of each table in reports/tables/, copied into the report
 
 
-def merged_params(base: dict, overrides: dict) -> dict:
-    """``base`` with ``overrides`` applied (mappings merged key by key, the rest replaced)."""
-    out = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merged_params(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def _run(cmd, cwd, env=None) -> None:
     print(f"[study] $ {' '.join(map(str, cmd))}", flush=True)
     subprocess.run(cmd, cwd=cwd, env=env, check=True)
@@ -198,9 +187,9 @@ def main(argv=None) -> int:
     overrides = yaml.safe_load(definition.read_text()) or {}
     commit = _git("rev-parse", f"{overrides.pop('commit', 'HEAD')}^{{commit}}")
     base = yaml.safe_load(_git("show", f"{commit}:params.yaml"))
-    params = merged_params(base, overrides)
     sys.path.insert(0, str(ROOT))
-    from dipkd.config.params import validate
+    from dipkd.config.params import merged, validate
+    params = merged(base, overrides)
     from dipkd.reports.pairs import check_pairs
     try:
         validate(params)

@@ -552,6 +552,19 @@ def experiment_name(params: dict) -> str:
     return f"{params.get('mlflow', {}).get('experiment', 'dipkd-repro')}/{params['profile']}"
 
 
+def merged(base: dict, overrides: dict) -> dict:
+    """``base`` with ``overrides`` applied: mappings merged key by key (recursively), any
+    other value replaced. A study's overrides of params.yaml, a repro's of the ``slurm:``
+    block."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 SCHEDULES = Path("runs") / "schedules"
 
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass, replace
 
 import yaml
 
+from ..config.params import merged
+
 SCALAR_KEYS = ("partition", "account", "gres", "cpus", "mem", "time")
 KEYS = (*SCALAR_KEYS, "extra")
 SBATCH_OPTION = {"partition": "--partition", "account": "--account", "gres": "--gres",
@@ -124,16 +126,6 @@ def parse_overrides(items: Iterable[str]) -> dict:
     return block
 
 
-def _merge(base: Mapping, over: Mapping) -> dict:
-    merged = dict(base)
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 @dataclass(frozen=True)
 class ResourcePlan:
     """The job resources of a repro: the block's defaults and its per-group entries."""
@@ -152,7 +144,7 @@ def resource_plan(params: Mapping, overrides: Mapping | None = None) -> Resource
     block = params.get("slurm") or {}
     if not isinstance(block, Mapping):
         raise ResourceError(f"slurm: must be a mapping, got {block!r}")
-    block = _merge(block, overrides or {})
+    block = merged(block, overrides or {})
     stages = block.get("stages") or {}
     if not isinstance(stages, Mapping):
         raise ResourceError(f"slurm: stages must map stage groups to settings, got {stages!r}")
