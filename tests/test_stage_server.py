@@ -118,7 +118,8 @@ def test_ctrl_c_reaches_the_served_stage(workspace):
     assert proc.stdout.readline().startswith("Teacher  ")      # started (in the server's child)
     run_log = ws / "runs" / "teacher" / "ssdd-faster_rcnn-seed0.log"
     deadline = time.monotonic() + 120
-    while not re.search(r"Epoch\(train\)\s+\[\s*2\]", run_log.read_text() if run_log.exists() else ""):
+    second_epoch = re.compile(r"Epoch\(train\)\s+\[\s*2\]")
+    while not second_epoch.search(run_log.read_text() if run_log.exists() else ""):
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)                              # training: epoch 2 or later

@@ -279,11 +279,12 @@ def validate(params: dict) -> None:
         raise ParamsError(f"params.yaml: {where}.train.clip_grad must be a positive number "
                           f"(max gradient L2 norm) or null, got {clip!r}")
     train = parse_section(TrainSettings, prof["train"], f"{where}.train")
-    for key in ("checkpoint_interval", "kd_probe_interval", "log_interval", "val_interval"):
+    for key, unit in (("checkpoint_interval", "epochs"), ("val_interval", "epochs"),
+                      ("kd_probe_interval", "iterations"), ("log_interval", "iterations")):
         value = getattr(train, key)
         if value is not None and value < 1:
             raise ParamsError(f"params.yaml: {where}.train.{key} must be a positive number "
-                              f"of {'epochs' if key in ('checkpoint_interval', 'val_interval') else 'iterations'}, got {value!r}")
+                              f"of {unit}, got {value!r}")
     parse_section(ModelSettings, prof["model"], f"{where}.model")
     for det in params["detectors"]:
         _need(prof["schedule"], (det,), f"{where}.schedule")

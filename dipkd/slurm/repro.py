@@ -408,7 +408,8 @@ def repro(root: Path, targets: Iterable[str] = (), *, jobs: int | None = None,
 
 
 def _run_jobs(root: Path, run_dir: Path, todo: list[Job], params: dict, plan: ResourcePlan,
-              outputs: list[str], *, limit: int | None, poll: float, verbose: bool, token: str, out) -> None:
+              outputs: list[str], *, limit: int | None, poll: float, verbose: bool, token: str,
+              out) -> None:
     """Submit ``todo`` with a tracking server up, follow them to their end; one-line
     ``SlurmReproError`` if one failed."""
     from ..tracking.server import TrackingServerError, tracking_server
