@@ -2,8 +2,9 @@
 
 A study is params.yaml with the overrides of a definition file (``studies/<name>.yaml``:
 profile, seeds, datasets, detectors, baselines, ablation lists, compare pairs). It runs in a
-git worktree (``.studies/<name>/``, sharing this repository's DVC cache, so finished stages
-are restored from the run-cache instead of trained again) of the current commit, or of the
+git worktree (``.studies/<name>/``, with a DVC cache outside the clone shared by every study,
+:func:`study_cache`, so finished stages are restored from the run-cache instead of trained
+again) of the current commit, or of the
 definition's ``commit`` (then with that commit's params.yaml under the overrides): a study
 that runs in several parts pins its code, so that later commits do not retrain what its
 earlier parts finished. It runs ``dvc repro train_teacher`` (so that another study that
@@ -55,7 +56,7 @@ def _git(*args, cwd=ROOT) -> str:
 
 def prepare_worktree(name: str, params: dict, worktree: Path, commit: str = "HEAD") -> None:
     """A detached worktree of ``commit`` at ``worktree`` with the study's params.yaml, using
-    this repository's DVC cache. An existing worktree of the same commit is kept (with the
+    the studies' DVC cache (:func:`study_cache`). An existing worktree of the same commit is kept (with the
     work dirs of a stage that a killed part left half-trained: it resumes from its last
     epoch checkpoint); another is replaced."""
     sha = _git("rev-parse", f"{commit}^{{commit}}")
@@ -70,8 +71,19 @@ def prepare_worktree(name: str, params: dict, worktree: Path, commit: str = "HEA
         worktree.parent.mkdir(parents=True, exist_ok=True)
         _run(["git", "worktree", "add", "--detach", str(worktree), sha], ROOT)
     (worktree / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    cache = ROOT / ".dvc" / "cache"
-    _run(["dvc", "cache", "dir", "--local", str(cache)], worktree)
+    _run(["dvc", "cache", "dir", "--local", str(study_cache())], worktree)
+
+
+def study_cache() -> Path:
+    """The DVC cache (and run-cache) of every study: outside the clone, like setup's wheel
+    cache (``$DIPKD_STUDY_CACHE``, default ``~/.cache/dipkd-repro/dvc-cache``), so that the
+    parts of a study run in later sessions, or from another clone on the same machine,
+    restore what earlier parts trained."""
+    default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / \
+        "dipkd-repro" / "dvc-cache"
+    path = Path(os.environ.get("DIPKD_STUDY_CACHE") or default)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 class Parts:

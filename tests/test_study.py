@@ -33,7 +33,8 @@ def test_study_runs_end_to_end_and_writes_every_file(tmp_path):
     (ws / "studies" / "tiny.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
                PYTHONPATH=str(ws), GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
-               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t",
+               DIPKD_STUDY_CACHE=str(tmp_path / "dvc-cache"))
     env.pop("DVC_ROOT", None)
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "x"]):
         subprocess.run(cmd, cwd=ws, env=env, check=True)
@@ -79,6 +80,7 @@ def test_study_runs_end_to_end_and_writes_every_file(tmp_path):
     readme = (report / "README.md").read_text()
     assert f"commit: `{first}`" in readme and "over 2 part(s)" in readme
     assert len(client.search_runs([runs[0].info.experiment_id])) == 9
+    assert (tmp_path / "dvc-cache" / "runs").is_dir()       # the run-cache, outside the clone
     bad = subprocess.run([sys.executable, "-m", "pipeline.study", "--name", "missing"], cwd=ws,
                          env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "study definition not found" in bad.stderr
