@@ -12,7 +12,7 @@ of the teacher's mapping retrains only the teacher and what learns from it.
 """
 import dataclasses
 
-from dipkd.config.params import run_spec, schedule_path
+from dipkd.config.params import SCHEDULES, run_spec, schedule_path
 from dipkd.evaluation.coco_eval import write_json_atomic
 from pipeline._cli import run
 
@@ -28,7 +28,7 @@ def main(params, args):
                 write_json_atomic(schedule_path(role, dataset, detector),
                                   dataclasses.asdict(sched))
                 written += 1
-    print(f"[dipkd] {written} resolved schedules in {schedule_path('teacher', 'x', 'y').parent}")
+    print(f"[dipkd] {written} resolved schedules in {SCHEDULES}")
 
 
 if __name__ == "__main__":
