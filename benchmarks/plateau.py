@@ -14,6 +14,12 @@ the end.
     python benchmarks/plateau.py --profile study --roles student teacher --epochs 30 \
         --val-interval 2 --out reports/studies/plateau
 
+With ``--milestones`` the lr steps x0.1 at those epochs instead (the long regime's schedule),
+and a validation every epoch shows whether the run is flat at its end:
+
+    python benchmarks/plateau.py --profile study --epochs 16 --milestones 11 13 \
+        --val-interval 1 --out reports/studies/plateau-steps
+
 writes ``curves.json`` (per role: epoch, mAP, loss), ``curves.png`` and ``README.md`` (the
 rule, the plateau epoch per role, the machine, the wall time) into ``--out``; roles measured
 by separate processes into one ``--out`` are merged there (one thread each on two cores is
@@ -38,13 +44,15 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from step_profile import scratch_workspace  # noqa: E402
 
 
-def constant_lr(params: dict, profile: str, epochs: int, val_interval: int) -> dict:
+def constant_lr(params: dict, profile: str, epochs: int, val_interval: int,
+                milestones: list[int] | None = None) -> dict:
     """``params`` with every schedule entry of ``profile`` (the teacher's too) at ``epochs``
-    epochs, its only lr step at the last one, validated every ``val_interval`` epochs."""
+    epochs, its only lr step at the last one (or at ``milestones``), validated every
+    ``val_interval`` epochs."""
     prof = params["profiles"][profile]
     for per_dataset in prof["schedule"].values():
         for entry in per_dataset.values():
-            entry.update(epochs=epochs, milestones=[epochs])
+            entry.update(epochs=epochs, milestones=list(milestones or [epochs]))
             entry.pop("teacher", None)
     prof["train"]["val_interval"] = val_interval
     return params
@@ -86,7 +94,7 @@ def plot(curves: dict, path: Path) -> None:
         ax.plot(*zip(*pts), marker="o", label=role)
         if c.get("plateau"):
             ax.axvline(c["plateau"], ls=":", color=ax.lines[-1].get_color())
-    ax.set_xlabel("epoch (constant lr)")
+    ax.set_xlabel("epoch")
     ax.set_ylabel("validation mAP (%)")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -103,6 +111,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--val-interval", type=int, default=2)
     parser.add_argument("--tolerance", type=float, default=1.0, help="mAP points")
+    parser.add_argument("--milestones", type=int, nargs="+", default=None,
+                        help="epochs where the lr steps x0.1 (default: constant lr)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     import torch
@@ -110,7 +120,9 @@ def main() -> None:
     from dipkd.machine import cpu_model
     params = load_params(str(REPO / "params.yaml"))
     params["profile"] = args.profile
-    constant_lr(params, args.profile, args.epochs, args.val_interval)
+    if args.milestones and not all(0 < m <= args.epochs for m in args.milestones):
+        parser.error(f"--milestones must lie in 1..{args.epochs}")
+    constant_lr(params, args.profile, args.epochs, args.val_interval, args.milestones)
     curves = {}
     with scratch_workspace(params, args.profile):
         for role in args.roles:
@@ -138,9 +150,13 @@ def write_readme(args, curves: dict, cpu: str, threads: int) -> None:
              f"{threads} torch thread(s) per run), Python {platform.python_version()}",
              f"- `python benchmarks/plateau.py --profile {args.profile} --roles "
              f"{' '.join(curves)} --epochs {args.epochs} --val-interval "
-             f"{args.val_interval} --tolerance {args.tolerance:g} --out {args.out}`",
+             f"{args.val_interval} --tolerance {args.tolerance:g}"
+             + (f" --milestones {' '.join(map(str, args.milestones))}" if args.milestones else "")
+             + f" --out {args.out}`",
              f"- each run: the profile's data, model and batch on ssdd; {args.epochs} epochs "
-             f"at a constant lr after warm-up; validation every {args.val_interval} epochs",
+             + (f"with the lr stepped x0.1 at epochs {', '.join(map(str, args.milestones))}"
+                if args.milestones else "at a constant lr")
+             + f" after warm-up; validation every {args.val_interval} epochs",
              f"- plateau: the first evaluation from which every two successive evaluations "
              f"differ by less than {args.tolerance:g} mAP point; first close: the first "
              f"evaluation within {args.tolerance:g} point of the one before", "",

@@ -102,7 +102,8 @@ def tiny_workspace(ws, params, detector="retinanet", epochs=1, **top_level):
     prof = params["profiles"]["smoke"]
     prof["data"]["ssdd"] = {"image_scale": 0.25, "num_train": 4, "num_test": 2}
     prof["schedule"][detector]["ssdd"].update(epochs=epochs, scale=[128, 96])
-    prof["train"].update(log_interval=1, val_interval=1, warmup_iters=2)
+    # a checkpoint every epoch: the resume tests kill or truncate after the first one
+    prof["train"].update(log_interval=1, val_interval=1, warmup_iters=2, checkpoint_interval=1)
     (ws / "params.yaml").write_text(yaml.safe_dump(params))
     generate_dataset(ws / "data" / "ssdd", preset="ssdd-like", seed=0, **prof["data"]["ssdd"])
     return ws

@@ -472,6 +472,16 @@ def _results(ws: Path) -> dict[str, str]:
     return {str(f.relative_to(ws)): f.read_text() for f in files}
 
 
+def _failed_job_logs(ws: Path) -> str:
+    """The end of each SLURM job log that names an error (what a failed job printed)."""
+    tails = []
+    for log in sorted((ws / "runs" / "slurm").glob("*/*.log")):
+        text = log.read_text(errors="replace")
+        if "Error" in text or "error:" in text:
+            tails.append(f"\n--- {log.name} ---\n{text[-3000:]}")
+    return "".join(tails)
+
+
 @pytest.fixture(scope="module")
 def matrix(slurm_cluster, tmp_path_factory):
     """The matrix built twice from clean copies: a sequential `dvc repro tables`, and
@@ -491,7 +501,8 @@ def matrix(slurm_cluster, tmp_path_factory):
     finally:
         watcher.halt.set()
         watcher.join(30)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0, (proc.stdout[-4000:] + proc.stderr[-3000:]
+                                  + _failed_job_logs(ws))
     record = json.loads(next((ws / "runs/slurm").glob("*/jobs.json")).read_text())
     return {"sequential": sequential, "ws": ws, "out": proc.stdout, "watcher": watcher,
             "jobs": {j["stage"]: j for j in record}}

@@ -171,3 +171,64 @@ def test_parallel_writers_lose_nothing(tmp_path):
     import sqlite3
     assert sqlite3.connect(tmp_path / "mlflow.db").execute(
         "PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+SAME_DATASET = """
+import multiprocessing as mp
+import sys
+
+
+def log(k, barrier, uri, rounds):
+    import mlflow
+    from mlflow.data.http_dataset_source import HTTPDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+    from dipkd.tracking.mlflow_runs import log_input_once
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.get_experiment_by_name("race").experiment_id
+    for i in range(rounds):
+        with mlflow.start_run(experiment_id=exp, run_name=f"w{k}-{i}"):
+            barrier.wait(60)          # both log the same new dataset at the same moment
+            log_input_once(MetaDataset(HTTPDatasetSource("http://data/ssdd"), name="ssdd",
+                                       digest=f"{i:032d}"), context="train")
+
+
+if __name__ == "__main__":
+    import mlflow
+    uri, rounds = sys.argv[1], int(sys.argv[2])
+    mlflow.set_tracking_uri(uri)
+    mlflow.create_experiment("race")
+    barrier = mp.Barrier(2)
+    procs = [mp.Process(target=log, args=(k, barrier, uri, rounds)) for k in range(2)]
+    [p.start() for p in procs]
+    [p.join() for p in procs]
+    sys.exit(max(p.exitcode for p in procs))
+"""
+
+
+@pytest.mark.slow
+def test_two_runs_logging_the_same_new_dataset_at_once_both_get_it(tmp_path):
+    """Two processes start a run each and log the same new dataset at the same moment, 20
+    times: MLflow's store inserts it once and links it to both (without the retry of
+    log_input_once about a quarter of such pairs failed on the datasets' unique key)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import mlflow
+    uri = f"sqlite:///{tmp_path / 'race.db'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env["PYTHONPATH"] = str(Path(__file__).parents[1])
+    (tmp_path / "race.py").write_text(SAME_DATASET)
+    proc = subprocess.run([sys.executable, "race.py", uri, "20"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = mlflow.tracking.MlflowClient(uri)
+    exp = client.get_experiment_by_name("race").experiment_id
+    runs = client.search_runs([exp], max_results=100)
+    assert len(runs) == 40
+    for run in runs:
+        (ds,) = run.inputs.dataset_inputs
+        assert ds.dataset.digest == f"{int(run.info.run_name.split('-')[1]):032d}"
+    import sqlite3
+    assert sqlite3.connect(tmp_path / "race.db").execute(
+        "SELECT COUNT(*) FROM datasets").fetchone()[0] == 20
