@@ -146,3 +146,23 @@ def test_unpaired_inputs_are_refused():
     a = PerImageEval(coco, _good(coco))
     with pytest.raises(ValueError, match="same number of runs"):
         paired_bootstrap([a, a], [a])
+
+
+def test_accumulating_only_the_100_detections_limit_changes_no_number():
+    """The resamples accumulate COCOeval's maxDets=100 cells only: every metric equals (to
+    the bit) what the full accumulate (maxDets 1, 10, 100) gives, on the full set and on
+    resamples with repeats, with detections beyond 10 per image so the limits differ."""
+    coco = _gt(16, seed=5)
+    dets = _good(coco, seed=6)
+    rng = np.random.default_rng(2)
+    for img in coco.dataset["images"]:          # many low-score boxes per image
+        for _ in range(12):
+            dets.append({"image_id": img["id"], "category_id": 1,
+                         "bbox": [float(v) for v in rng.uniform(0, 150, 2)] + [25.0, 25.0],
+                         "score": float(rng.uniform(0.0, 0.5))})
+    run = PerImageEval(coco, dets)
+    for idx in (np.arange(16), rng.integers(0, 16, 16), rng.integers(0, 16, 16)):
+        fast, full = run._metrics(idx), run._metrics(idx, max_dets=None)
+        assert fast.keys() == full.keys()
+        for name in fast:
+            assert fast[name] == full[name] or (np.isnan(fast[name]) and np.isnan(full[name]))

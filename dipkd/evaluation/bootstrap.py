@@ -38,6 +38,7 @@ BOOTSTRAP_METRICS = {"mAP": (None, "all"), "AP50": (0.5, "all"), "AP75": (0.75, 
                      "APs": (None, "small"), "APm": (None, "medium"), "APl": (None, "large")}
 RESAMPLES = 1000
 SEED = 0
+MAX_DETS = 100          # the detections per image every metric here counts (COCO's AP)
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,12 @@ class PerImageEval:
             self._memo[key] = self._metrics(idx)
         return {name: self._memo[key][name] for name in names}
 
-    def _metrics(self, idx: np.ndarray) -> dict:
+    def _metrics(self, idx: np.ndarray, max_dets: tuple[int, ...] | None = (MAX_DETS,)) -> dict:
+        """``accumulate`` over the images at ``idx``, for the ``max_dets`` limits only (None:
+        all of COCOeval's, 1, 10 and 100). ``accumulate`` computes each (category, area,
+        maxDets) cell from that cell's own slice of ``evalImgs``, so leaving out the limits
+        no metric reads changes no number (tested) and saves two thirds of its time, which
+        is most of a table stage's."""
         ev = self.ev
         n = len(self.image_ids)
         p = ev._paramsEval
@@ -92,13 +98,15 @@ class PerImageEval:
         view.evalImgs = picked
         view._paramsEval = copy.copy(p)
         view._paramsEval.imgIds = list(range(len(idx)))   # unique ids: repeats count twice
+        if max_dets is not None:
+            view._paramsEval.maxDets = list(max_dets)
         view.params = view._paramsEval
         with contextlib.redirect_stdout(io.StringIO()):
             view.accumulate()
         return {name: _summary(view, *spec) for name, spec in BOOTSTRAP_METRICS.items()}
 
 
-def _summary(ev: COCOeval, iou, area: str, max_dets: int = 100) -> float:
+def _summary(ev: COCOeval, iou, area: str, max_dets: int = MAX_DETS) -> float:
     """One entry of ``COCOeval.summarize`` (AP), NaN where pycocotools gives -1."""
     p = ev.params
     a = p.areaRngLbl.index(area)
