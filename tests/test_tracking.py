@@ -232,3 +232,36 @@ def test_two_runs_logging_the_same_new_dataset_at_once_both_get_it(tmp_path):
     import sqlite3
     assert sqlite3.connect(tmp_path / "race.db").execute(
         "SELECT COUNT(*) FROM datasets").fetchone()[0] == 20
+
+
+def test_log_input_once_retries_only_a_lost_race(monkeypatch):
+    """A unique-key failure is tried again (until it succeeds or the attempts run out);
+    any other MLflow error is raised at once."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from dipkd.tracking import mlflow_runs
+    monkeypatch.setattr(mlflow_runs.time, "sleep", lambda s: None)
+    calls = []
+
+    def racing(dataset, **kwargs):
+        calls.append(dataset)
+        if len(calls) < 3:
+            raise MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: "
+                                  "datasets.experiment_id, datasets.name, datasets.digest")
+    monkeypatch.setattr(mlflow, "log_input", racing)
+    mlflow_runs.log_input_once("ds", context="train")
+    assert calls == ["ds"] * 3
+    calls.clear()
+    with pytest.raises(MlflowException, match="UNIQUE"):
+        mlflow_runs.log_input_once("ds", attempts=2)
+    assert len(calls) == 2
+
+    def broken(dataset, **kwargs):
+        calls.append(dataset)
+        raise MlflowException("RESOURCE_DOES_NOT_EXIST: run not found")
+    calls.clear()
+    monkeypatch.setattr(mlflow, "log_input", broken)
+    with pytest.raises(MlflowException, match="not found"):
+        mlflow_runs.log_input_once("ds")
+    assert len(calls) == 1
