@@ -119,3 +119,23 @@ def test_truncated_model_given_to_evaluation_is_one_line_naming_it(tmp_path, par
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "ssdd-retinanet-seed0.pth" in lines[0] \
         and "not a readable torch checkpoint" in lines[0], proc.stderr
+
+
+def test_checkpoint_meta_reads_the_meta_without_the_tensors(tmp_path):
+    """checkpoint_meta gives the meta that a full load gives (the tensors stay mapped in the
+    file), refuses a foreign pickle, and names a cut-off file in one line."""
+    from dipkd.checkpoint import CorruptCheckpointError, checkpoint_meta
+    path = tmp_path / "model.pth"
+    meta = {"mlflow_run_id": "abc", "epoch": 2, "cfg": "model = dict(type='FasterRCNN')"}
+    torch.save({"state_dict": OrderedDict(w=torch.arange(10_000.0)), "meta": meta}, path)
+    assert checkpoint_meta(path) == meta == safe_load(path)["meta"]
+    torch.save({"state_dict": {}}, path)
+    assert checkpoint_meta(path) == {}
+    torch.save({"meta": _Exploit(tmp_path / "pwned")}, path)
+    with pytest.raises(UnsafeCheckpointError):
+        checkpoint_meta(path)
+    assert not (tmp_path / "pwned").exists()
+    torch.save({"state_dict": {"w": torch.zeros(1000)}, "meta": meta}, path)
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(CorruptCheckpointError, match="model.pth"):
+        checkpoint_meta(path)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import safe_load
+from ..checkpoint import checkpoint_meta
 from ..mmdet_config import build_config, own_visualizer
 from ..config.params import RunSpec
 from ..datasets.coco_layout import validate_layout
@@ -75,7 +75,7 @@ def evaluate(spec: RunSpec, model_path: Path | None = None, out: Path | None = N
 
     model_path = Path(model_path or spec.model_path)
     out = Path(out or spec.metrics_path)
-    meta = safe_load(model_path).get("meta", {})
+    meta = checkpoint_meta(model_path)
     # the detections beside a custom metrics file, else at the run's own path
     detections = (spec.detections_path if out == Path(spec.metrics_path)
                   else out.with_suffix(".detections.json"))

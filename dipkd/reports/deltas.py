@@ -42,8 +42,8 @@ def delta_vs_student(model_specs, student_specs, names=("mAP",),
 def mlflow_run_of(model: Path, client) -> str | None:
     """The MLflow run that trained ``model`` (its checkpoint's ``meta.mlflow_run_id``) when
     it is in ``client``'s store; else None, with a note (a colleague's model, a new db)."""
-    from ..checkpoint import safe_load
-    run_id = safe_load(model).get("meta", {}).get("mlflow_run_id")
+    from ..checkpoint import checkpoint_meta
+    run_id = checkpoint_meta(model).get("mlflow_run_id")
     try:
         client.get_run(run_id)
     except Exception:  # noqa: BLE001  (not in this store)
