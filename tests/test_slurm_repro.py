@@ -673,7 +673,10 @@ def test_ctrl_c_cancels_exactly_the_jobs_of_the_repro_and_stops_its_tracking_ser
             [sys.executable, "-m", "dipkd.cli", "repro", "--executor", "slurm", "--poll", "1",
              "train_teacher@ssdd-faster_rcnn", "train_student@ssdd-faster_rcnn-0"],
             cwd=ws, env=_env(slurm_cluster, ws, PYTHONUNBUFFERED="1"),
-            stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True)
+            stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True,
+            # as from a terminal: a test run started in the background (`pytest &` in a
+            # script) ignores SIGINT, and a python started ignoring it never sees Ctrl-C
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         def submitted():
             lines = out_path.read_text().splitlines()
