@@ -473,12 +473,14 @@ def _results(ws: Path) -> dict[str, str]:
 
 
 def _failed_job_logs(ws: Path) -> str:
-    """The end of each SLURM job log that names an error (what a failed job printed)."""
+    """The end of the log of each job that the repro's own record (jobs.json) says failed."""
+    from dipkd.slurm.scheduler import FAILED
     tails = []
-    for log in sorted((ws / "runs" / "slurm").glob("*/*.log")):
-        text = log.read_text(errors="replace")
-        if "Error" in text or "error:" in text:
-            tails.append(f"\n--- {log.name} ---\n{text[-3000:]}")
+    for record in (ws / "runs" / "slurm").glob("*/jobs.json"):
+        for job in json.loads(record.read_text()):
+            log = ws / job["log"]
+            if job["status"] == FAILED and log.is_file():
+                tails.append(f"\n--- {log.name} ---\n{log.read_text(errors='replace')[-3000:]}")
     return "".join(tails)
 
 
