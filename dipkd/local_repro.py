@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from . import stage_server
+from .dvc_locks import clear_torn_rwlock
 from .console import STAGE_LOGS, VERBOSE_ENV, verbose as verbose_env
 from .parallel_repro import restrict_to, stage_graph
 
@@ -100,6 +101,9 @@ def repro(root: Path, targets: Iterable[str] = (), *, verbose: bool = False,
     """``dvc repro TARGET...`` in ``root``; returns its exit code."""
     targets = list(targets)
     env = dict(os.environ)
+    if clear_torn_rwlock(root):     # a repro killed while DVC rewrote it
+        print(f"[dipkd] removed {root / '.dvc' / 'tmp' / 'rwlock'}, torn by a killed repro",
+              file=out, flush=True)
     with stage_server.running(root, env, root / SERVER_LOG) as env:
         if verbose or verbose_env():
             env[VERBOSE_ENV] = "1"

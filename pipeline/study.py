@@ -71,6 +71,9 @@ def prepare_worktree(name: str, params: dict, worktree: Path, commit: str = "HEA
         worktree.parent.mkdir(parents=True, exist_ok=True)
         _run(["git", "worktree", "add", "--detach", str(worktree), sha], ROOT)
     (worktree / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    from dipkd.dvc_locks import clear_torn_rwlock
+    if clear_torn_rwlock(worktree):     # the last part was killed while DVC wrote it
+        print(f"[study] removed {worktree}/.dvc/tmp/rwlock, torn by a killed part", flush=True)
     _run(["dvc", "cache", "dir", "--local", str(study_cache())], worktree)
 
 

@@ -22,21 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ..dvc_locks import clear_stale_locks
 from .copies import copy_back_logs, remove_copy
-
-STALE_LOCKS = ("lock", "rwlock", "rwlock.lock")
-
-
-def clear_stale_locks(copy: Path) -> list[str]:
-    """Remove the DVC lock files of ``copy`` (left by a killed attempt); returns their
-    names."""
-    removed = []
-    for name in STALE_LOCKS:
-        path = copy / ".dvc" / "tmp" / name
-        if path.exists():
-            path.unlink()
-            removed.append(name)
-    return removed
 
 
 def main(argv: list[str] | None = None) -> int:
