@@ -9,9 +9,10 @@ RUN := PATH="$(VENV)/bin:$$PATH"
 setup:
 	@bash scripts/setup.sh
 
-# one line per stage; each run's full log in runs/<group>/<run>.log (V=1: everything)
+# one line per stage; each run's full log in runs/<group>/<run>.log (V=1: everything);
+# two stages at a time without a GPU (AT_ONCE=1: one after the other)
 repro: setup
-	$(RUN) dipkd repro $(if $(V),-v)
+	$(RUN) dipkd repro $(if $(V),-v) $(if $(AT_ONCE),--at-once $(AT_ONCE))
 
 # N runs at a time through DVC's queue, one GPU (compute.gpus GPUs) each (dipkd/parallel_repro.py)
 JOBS ?= 2

@@ -3,15 +3,15 @@
     dipkd infer MODEL IMAGE_OR_DIR... --out DIR [--score-thr 0.3] [--overlap 0.2] ...
     dipkd compare [--experiment NAME] [--filter "tags.tables LIKE '%table3%'"] [--metrics ...]
     dipkd efficiency [ARGS...]          (the arguments of dipkd.efficiency, --help included)
-    dipkd repro [-v] [--jobs N [--keep-experiments]] [TARGET...]
+    dipkd repro [-v] [--at-once N | --jobs N [--keep-experiments]] [TARGET...]
     dipkd repro --executor slurm [--jobs N] [--slurm KEY=VALUE ...] [TARGET...]
     dipkd doctor [--device cuda:0|cpu] [--profile paper] [--out reports/doctor.md]
 
 ``infer``: :mod:`dipkd.inference.infer`. ``compare``: the table of :mod:`pipeline.compare`
 (the same function, :func:`compare`, and the same options, :data:`COMPARE_ARGUMENTS`).
 ``efficiency``: every argument after it goes to ``dipkd.efficiency.main``. ``repro``:
-:mod:`dipkd.local_repro` (one stage at a time), :mod:`dipkd.parallel_repro` (``--jobs N``),
-:mod:`dipkd.slurm.repro` (``--executor slurm``).
+:mod:`dipkd.local_repro` (``--at-once N`` stages at a time: :mod:`dipkd.concurrent_repro`),
+:mod:`dipkd.parallel_repro` (``--jobs N``), :mod:`dipkd.slurm.repro` (``--executor slurm``).
 
 Errors are one line on stderr: exit code 2 for bad input (a missing or unreadable model, bad
 options, a params file that does not load), 1 when some images of ``infer`` could not be read
@@ -143,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
         "repro", help="the whole pipeline: one line per stage (make repro), N stages at "
                       "a time on N GPUs (or CPU workers) through DVC's queue (--jobs N), or "
                       "one SLURM job per run (--executor slurm)",
-        description="Run `dvc repro` of this repository. Without --jobs: one stage at a time "
+        description="Run `dvc repro` of this repository. Without --jobs: in this "
+                    "workspace, --at-once N stages at a time (default 2 without a GPU), "
                     "with one progress line per stage and each run's full log in its log "
                     "file (dipkd/local_repro.py; -v shows everything). "
                     "With --jobs N: up to N runs at once: "
@@ -170,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "GPUs), or CPU workers; default: one stage at a time, no queue. "
                           "With --executor slurm: at most N jobs in SLURM's queue at a time "
                           "(default: all at once)")
+    rep.add_argument("--at-once", type=int, default=None, metavar="N",
+                     help="without --jobs: N stages at a time in this workspace, each with "
+                          "cores/N threads (dipkd/concurrent_repro.py); default: 2 on a "
+                          "machine without CUDA and with 2+ cores, else 1")
     rep.add_argument("--executor", choices=("local", "slurm"), default="local",
                      help="local: this machine (default); slurm: one SLURM job per run")
     rep.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
@@ -245,6 +250,11 @@ def _repro(args) -> int:
 
     from dipkd.config.params import ParamsError
     from dipkd.parallel_repro import ParallelReproError, repro
+    if args.at_once is not None and (args.jobs is not None or args.executor == "slurm"):
+        return _error("--at-once N is for the local executor without --jobs (which runs "
+                      "through DVC's queue or SLURM)")
+    if args.at_once is not None and args.at_once < 1:
+        return _error(f"--at-once {args.at_once}: must be at least 1")
     if args.executor == "slurm":
         return _repro_slurm(args)
     if args.slurm:
@@ -252,9 +262,13 @@ def _repro(args) -> int:
     if args.jobs is None:
         from dipkd import local_repro
         try:
-            return local_repro.repro(Path.cwd(), args.targets, verbose=args.verbose)
+            return local_repro.repro(Path.cwd(), args.targets, verbose=args.verbose,
+                                     at_once=args.at_once)
+        except ParallelReproError as exc:       # an unknown target
+            return _error(str(exc), 1)
         except KeyboardInterrupt:
             return 130
+
     if args.verbose:
         os.environ["DIPKD_VERBOSE"] = "1"      # the queued stages inherit it
     try:

@@ -41,21 +41,34 @@ RUNNING = re.compile(r"^Running stage '(?P<stage>[^']+)':")
 RESTORED = re.compile(r"^Stage '(?P<stage>[^']+)' is cached - skipping run")
 UNCHANGED = re.compile(r"^Stage '(?P<stage>[^']+)' didn't change, skipping")
 BOOKKEEPING = re.compile(r"^(> |Updating lock file|Generating lock file|Use `dvc push`|\s*$)")
+UP_TO_DATE = "Data and pipelines are up to date."
 GIT_HINT = re.compile(r"^To track the changes with git")   # DVC's closing git advice
+
+
+class Numbering:
+    """The ``[k/N]`` of the stages as DVC reports them (shared by the condensers of stages
+    that run at the same time, :mod:`dipkd.concurrent_repro`)."""
+
+    def __init__(self, total: int):
+        self.total, self.seen = total, 0
+
+    def next(self, stage: str) -> str:
+        self.seen += 1
+        return f"[{self.seen}/{self.total}] {stage}"
 
 
 class Condenser:
     """DVC's console lines in, the lines to show out (:meth:`feed`, then :meth:`close`)."""
 
-    def __init__(self, total: int):
-        self.total, self.seen = total, 0
+    def __init__(self, total: int = 0, numbering: Numbering | None = None):
+        self.numbering = numbering or Numbering(total)
         self.header: str | None = None      # "[k/N] stage" of the stage running now
         self.shown = True                    # whether that stage has shown a line
         self.hint = False                    # inside DVC's closing git advice
+        self.changed = False                 # a stage ran or was restored
 
     def _next(self, stage: str) -> str:
-        self.seen += 1
-        return f"[{self.seen}/{self.total}] {stage}"
+        return self.numbering.next(stage)
 
     def _flush(self) -> list[str]:
         """A stage that printed nothing still gets its one line."""
@@ -67,9 +80,10 @@ class Condenser:
         line = line.rstrip("\n")
         if m := RUNNING.match(line):
             out = self._flush()
-            self.header, self.shown = self._next(m["stage"]), False
+            self.header, self.shown, self.changed = self._next(m["stage"]), False, True
             return out
         if m := RESTORED.match(line):
+            self.changed = True
             return self._flush() + [f"{self._next(m['stage'])}  restored from the run-cache"]
         if m := UNCHANGED.match(line):
             out = self._flush()
@@ -97,18 +111,36 @@ def stages_visited(root: Path, targets: Iterable[str] = ()) -> int:
 
 
 def repro(root: Path, targets: Iterable[str] = (), *, verbose: bool = False,
-          out=sys.stdout) -> int:
-    """``dvc repro TARGET...`` in ``root``; returns its exit code."""
+          out=sys.stdout, at_once: int | None = None) -> int:
+    """``dvc repro TARGET...`` in ``root``, ``at_once`` stages at a time (default
+    :func:`default_at_once`; more than one: :mod:`dipkd.concurrent_repro`); returns its exit
+    code."""
     targets = list(targets)
+    at_once = at_once or default_at_once()
     env = dict(os.environ)
     if clear_torn_rwlock(root):     # a repro killed while DVC rewrote it
         print(f"[dipkd] removed {root / '.dvc' / 'tmp' / 'rwlock'}, torn by a killed repro",
               file=out, flush=True)
+    verbose = verbose or verbose_env()
     with stage_server.running(root, env, root / SERVER_LOG) as env:
-        if verbose or verbose_env():
+        if verbose:
             env[VERBOSE_ENV] = "1"
+        if at_once > 1:
+            from . import concurrent_repro
+            graph = stage_graph(root)
+            return concurrent_repro.run(root, restrict_to(graph, targets) if targets else
+                                        graph, env, at_once, out, verbose=verbose)
+        if verbose:
             return subprocess.call(["dvc", "repro", *targets], cwd=root, env=env)
         return _condensed(root, targets, env, out)
+
+
+def default_at_once() -> int:
+    """Stages at a time when ``--at-once`` is not given: two on a machine without CUDA and
+    with at least two cores (a small CPU stage gains little from a second thread: two stages
+    on one thread each finish sooner than one after the other on two), else one."""
+    from .concurrent_repro import _cuda
+    return 2 if (os.cpu_count() or 1) >= 2 and not _cuda() else 1
 
 
 def _condensed(root: Path, targets: list[str], env: dict, out) -> int:
