@@ -27,6 +27,7 @@ from .mmdet_config import build_config, own_visualizer
 from .rng_state import keep_rng_state
 from .config.params import RunSpec
 from .datasets.coco_layout import validate_layout
+from .evaluation import final_validation
 from .export import export_model
 from .models.pretrained import ensure_pretrained
 from .tracking.curves import write_curves
@@ -103,13 +104,14 @@ def tag_model(run_id: str, model_path: Path) -> None:
 
 
 def prune_work_dir(work_dir: Path) -> None:
-    """After a finished training has been exported: drop the epoch checkpoints (each holds the
-    model and optimizer state; dozens of runs would fill the disk), the resume pointer and the
-    MLflow run record, keeping the logs. Running the stage again trains a new run."""
+    """After a finished training has been exported and tested: drop the epoch checkpoints
+    (each holds the model and optimizer state; dozens of runs would fill the disk), the resume
+    pointer, the MLflow run record and the final validation's record, keeping the logs. Running the stage again trains a new run."""
     for ckpt in work_dir.glob("epoch_*.pth"):
         ckpt.unlink()
     for name in ("last_checkpoint", RUN_FILE):
         (work_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(work_dir / final_validation.RECORD_DIR, ignore_errors=True)
 
 
 def latest_checkpoint(work_dir: Path) -> Path:
@@ -157,6 +159,7 @@ def train(spec: RunSpec, *, cfg=None, extra_tags: dict | None = None) -> Path:
     cfg.visualizer.vis_backends = backends
     own_visualizer(cfg)
     keep_rng_state(cfg)      # a resumed run draws what the uninterrupted one would have
+    final_validation.add_hook(cfg)   # the stage's test reads it (dipkd.evaluation.run)
     if leader and console.progress_bar_wanted():   # after the fingerprint: display only
         cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type="ProgressBarHook")]
     cfg.resume = resume

@@ -5,7 +5,8 @@ student); ``--role distilled`` trains the student beside the frozen teacher (the
 ``teacher_seed``, shared by every seed) with the KD method ``--method`` (default DIPKD; a
 DIPKD variant with ``--modules``/``--set``). Then the exported model is tested on the test
 split (:func:`dipkd.evaluation.run.evaluate`: the metrics JSON, the detections, the MLflow
-``test/*`` metrics) and the work dir's checkpoints are dropped.
+``test/*`` metrics; the validation after the last epoch is that test,
+:mod:`dipkd.evaluation.final_validation`) and the work dir's checkpoints are dropped.
 
 The test runs in the training stage, so a stage's outputs are its model, curves, metrics and
 detections together: a failed test leaves the work dir's checkpoints, and the stage run again
@@ -45,7 +46,7 @@ def test(params, args) -> str:
     """Test the exported model, then drop the work dir's checkpoints (once, in the launching
     process). Returns the result for the stage's last console line."""
     spec = run_of(params, args)
-    metrics = evaluate(spec)
+    metrics = evaluate(spec, final_validation=True)    # the validation after the last epoch
     prune_work_dir(spec.work_dir)
     return f"mAP {metrics['mAP']:.3f}"
 

@@ -15,7 +15,9 @@ from ..checkpoint import checkpoint_meta
 from ..mmdet_config import build_config, own_visualizer
 from ..config.params import RunSpec
 from ..datasets.coco_layout import validate_layout
+from . import final_validation as final_validation_record
 from .coco_eval import METRIC_NAMES, write_metrics_json
+from .final_validation import RECORD_DIR
 
 
 def test_model(spec: RunSpec, model_path: Path, cfg=None,
@@ -68,9 +70,12 @@ def _evaluation_run(spec: RunSpec, meta: dict, model_path: Path):
 
 
 def evaluate(spec: RunSpec, model_path: Path | None = None, out: Path | None = None,
-             cfg=None) -> dict:
+             cfg=None, *, final_validation: bool = False) -> dict:
     """Test, write the metrics JSON (and the detections, :attr:`RunSpec.detections_path`)
-    and log it into the model's MLflow run (:func:`_evaluation_run`)."""
+    and log it into the model's MLflow run (:func:`_evaluation_run`). With
+    ``final_validation`` (the training stage testing the model it just exported) the
+    validation after the run's last epoch is the test when the run recorded it
+    (:mod:`dipkd.evaluation.final_validation`: the same weights on the same images)."""
     import mlflow
 
     model_path = Path(model_path or spec.model_path)
@@ -79,7 +84,13 @@ def evaluate(spec: RunSpec, model_path: Path | None = None, out: Path | None = N
     # the detections beside a custom metrics file, else at the run's own path
     detections = (spec.detections_path if out == Path(spec.metrics_path)
                   else out.with_suffix(".detections.json"))
-    metrics = test_model(spec, model_path, cfg, detections_out=detections)
+    metrics = (final_validation_record.read(spec.work_dir, detections)
+               if final_validation else None)
+    if metrics is None:
+        metrics = test_model(spec, model_path, cfg, detections_out=detections)
+    else:
+        print(f"[dipkd] {spec.role} {spec.key}: the test is the validation after the last "
+              f"epoch (same weights, same images: {spec.work_dir / RECORD_DIR})", flush=True)
     write_metrics_json(out, metrics)   # metrics only: role, seed, model are MLflow tags
     with _evaluation_run(spec, meta, model_path):
         mlflow.log_metrics({f"test/{k}": v for k, v in metrics.items() if v is not None})
