@@ -2,7 +2,8 @@
 
 Importing this module registers the SAR COCO metric, the distiller, DIPKD and the baseline KD
 losses, the per-term gradient-norm hook (``KDTermGradHook``), the hook that keeps the final
-validation as the test (``FinalValidationHook``), and installs the safe checkpoint
+validation as the test (``FinalValidationHook``), and installs the faster, bit-identical CPU
+RoIAlign (:mod:`dipkd.models.roi_align_cpu`), the safe checkpoint
 loader and the memo of mmengine's config formatting (:mod:`dipkd.config_text`).
 """
 from . import baselines as _baselines  # noqa: F401  (the KD losses register on import)
@@ -13,6 +14,7 @@ from .distill.distiller import register as _register_distiller
 from .evaluation.final_validation import register as _register_final_validation
 from .evaluation.metric import register_metric
 from .kd_terms import register as _register_kd_term_hook
+from .models.roi_align_cpu import install as _install_cpu_roi_align
 from .progress import register as _register_progress_hook
 
 register_metric()
@@ -21,4 +23,5 @@ _register_kd_term_hook()
 _register_progress_hook()
 _register_final_validation()
 _install_safe_loader()
+_install_cpu_roi_align()
 _install_config_text_memo()

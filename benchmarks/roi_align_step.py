@@ -1,0 +1,99 @@
+"""The CPU RoIAlign of :mod:`dipkd.models.roi_align_cpu` against mmcv's own kernel, inside the
+training step it serves (issue 23), in one process: for each profile and run kind (student,
+DIPKD; Faster R-CNN on ssdd), two copies of the same model and optimizer take turns on the
+same batches, one with mmcv's kernel (``DIPKD_MMCV_ROI_ALIGN=1``), one with ours; the median
+step time (the process's CPU time) of each, their ratio, and whether the two copies' weights
+are still equal to the bit after every step.
+
+    OMP_NUM_THREADS=1 python benchmarks/roi_align_step.py [--profiles smoke study] \
+        [--kinds student dipkd] [--steps 6] [--out reports/roi_align_step.md]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from step_profile import (KINDS, REPO, _batches, _config, _model, _spec, _step_fn,  # noqa: E402
+                          scratch_workspace)
+
+from dipkd.models.roi_align_cpu import OFF_ENV  # noqa: E402
+
+
+def _same_weights(a, b) -> bool:
+    return all(torch.equal(p, q) for p, q in zip(a.state_dict().values(),
+                                                  b.state_dict().values()))
+
+
+def compare(params, kind: str, steps: int) -> dict:
+    cfg = _config(params, _spec(params, kind))
+    torch.use_deterministic_algorithms(True)
+    models = {}
+    for name in ("mmcv", "ours"):                 # built alike (a deep copy loses the
+        torch.manual_seed(0)                      # distiller's feature hooks)
+        np.random.seed(0)
+        random.seed(0)
+        models[name] = _model(cfg)
+    assert _same_weights(models["mmcv"], models["ours"])
+    step = {name: _step_fn(cfg, m) for name, m in models.items()}
+    times = {name: [] for name in models}
+    equal = True
+    for i, batch in enumerate(_batches(cfg, steps + 1)):
+        rng = torch.get_rng_state(), np.random.get_state(), random.getstate()
+        for name in ("mmcv", "ours"):
+            torch.set_rng_state(rng[0])               # the same proposals sampled in both
+            np.random.set_state(rng[1])
+            random.setstate(rng[2])
+            os.environ[OFF_ENV] = "1" if name == "mmcv" else "0"
+            t0 = time.process_time()
+            step[name](copy.deepcopy(batch))
+            if i >= 1:                            # one warm-up step (numba compiles)
+                times[name].append(time.process_time() - t0)
+        equal &= _same_weights(models["mmcv"], models["ours"])
+    os.environ.pop(OFF_ENV, None)
+    mmcv, ours = statistics.median(times["mmcv"]), statistics.median(times["ours"])
+    return {"mmcv": mmcv, "ours": ours, "ratio": mmcv / ours, "equal": equal}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profiles", nargs="+", default=["smoke", "study"])
+    parser.add_argument("--kinds", nargs="+", default=["student", "dipkd"],
+                        choices=list(KINDS))
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    from dipkd.config.params import load_params
+    from dipkd.machine import cpu_model
+    rows = []
+    for profile in args.profiles:
+        params = load_params(str(REPO / "params.yaml"))
+        params["profile"] = profile
+        with scratch_workspace(params, profile):
+            for kind in args.kinds:
+                r = compare(params, kind, args.steps)
+                rows.append(f"| {profile} | {kind} | {r['mmcv']:.3f} | {r['ours']:.3f} | "
+                            f"{r['ratio']:.2f}x | {'yes' if r['equal'] else 'NO'} |")
+                print(rows[-1], flush=True)
+    text = (f"{time.strftime('%Y-%m-%d')} on {cpu_model()}, {torch.get_num_threads()} "
+            f"thread(s), torch {torch.__version__}; median CPU time of {args.steps} steps "
+            "each, the two copies taking turns in one process.\n\n"
+            "| profile | run | step, mmcv's RoIAlign (s) | step, ours (s) | faster | "
+            "weights equal after every step |\n|---|---|---|---|---|---|\n"
+            + "\n".join(rows) + "\n")
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
