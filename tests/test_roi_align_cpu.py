@@ -104,3 +104,13 @@ def test_a_distilled_training_step_is_unchanged(params, tmp_path):
              for name, m in models.items()}
     assert len(grads["ours"]) == len(grads["mmcv"]) > 0
     assert all(torch.equal(a, b) for a, b in zip(grads["ours"], grads["mmcv"]))
+
+
+def test_a_traced_model_records_mmcv_op(monkeypatch):
+    """TorchScript's tracer (the FLOP count of dipkd.efficiency) cannot record torchvision's
+    Python checks; a traced RoIAlign stays mmcv's."""
+    roi_align_cpu.install()
+    x, rois, _, scale = _case(0)
+    module = MMCV_ROI_ALIGN.RoIAlign((7, 7), scale, 0)
+    traced = torch.jit.trace(lambda a, b: module(a, b), (x, rois), check_trace=False)
+    assert "mmcv" in str(traced.graph) and torch.equal(traced(x, rois), module(x, rois))

@@ -14,7 +14,8 @@ once per channel; on the CPU profiles it was 15-24% of a Faster R-CNN training s
   identical, bit for bit (``tests/test_roi_align_cpu.py`` compares them with mmcv's kernel).
 
 :func:`install` routes mmcv's ``RoIAlign`` module through it for CPU tensors (``avg`` pooling,
-not ``use_torchvision``); CUDA and every other case stay mmcv's. ``DIPKD_MMCV_ROI_ALIGN=1``
+not ``use_torchvision``, not while TorchScript traces); CUDA and every other case stay
+mmcv's. ``DIPKD_MMCV_ROI_ALIGN=1``
 turns it off.
 """
 from __future__ import annotations
@@ -140,8 +141,11 @@ class CPURoIAlignFunction(Function):
 
 
 def applies(module, input: torch.Tensor) -> bool:
-    """Whether :class:`CPURoIAlignFunction` computes ``module``'s RoIAlign of ``input``."""
+    """Whether :class:`CPURoIAlignFunction` computes ``module``'s RoIAlign of ``input``: not
+    while TorchScript traces the model (the FLOP count, :mod:`dipkd.efficiency`, an export),
+    which records mmcv's op as before."""
     return (input.device.type == "cpu" and input.dtype == torch.float32
+            and not torch.jit.is_tracing() and not torch.jit.is_scripting()
             and module.pool_mode == "avg" and not module.use_torchvision
             and os.environ.get(OFF_ENV) != "1")
 
