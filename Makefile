@@ -44,7 +44,7 @@ kd-terms: setup
 # reports/studies/$(STUDY)/ (pipeline/study.py).
 STUDY ?= cpu
 study: setup
-	$(RUN) python -m pipeline.study --name $(STUDY)
+	$(RUN) python -m pipeline.study --name $(STUDY) $(if $(AT_ONCE),--at-once $(AT_ONCE))
 
 # MLflow 3.17 opens experiments on its GenAI page unless the URL asks for model training.
 mlflow-ui: setup

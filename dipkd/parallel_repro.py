@@ -112,9 +112,13 @@ def plan_waves(upstream: Mapping[str, Iterable[str]]) -> list[list[Job]]:
 
 
 def stage_graph(root: Path) -> dict[str, set[str]]:
-    """DVC's stage graph of the project: stage name -> names of the stages it depends on."""
+    """DVC's stage graph of the project: stage name -> names of the stages it depends on,
+    named as ``dvc repro`` run in ``root`` names them (DVC names them relative to the working
+    directory)."""
+    import contextlib
+
     from dvc.repo import Repo
-    with Repo(str(root)) as repo:
+    with contextlib.chdir(root), Repo(str(root)) as repo:
         graph = repo.index.graph
         return {s.addressing: {d.addressing for d in graph.successors(s)} for s in graph.nodes}
 

@@ -8,7 +8,8 @@ again) of the current commit, or of the
 definition's ``commit`` (then with that commit's params.yaml under the overrides): a study
 that runs in several parts pins its code, so that later commits do not retrain what its
 earlier parts finished. It runs ``dvc repro train_teacher`` (so that another study that
-shares the teachers finds them in the run-cache once they exist), then ``dvc repro tables``;
+shares the teachers finds them in the run-cache once they exist), then ``dvc repro tables``
+(``--at-once N``: N stages at a time, :mod:`dipkd.concurrent_repro`);
 a part killed mid-training resumes
 from the last epoch checkpoint in the kept worktree. The wall time is summed over the parts
 (:class:`Parts`),
@@ -47,6 +48,18 @@ TABLE_FORMATS = ("md", "csv")    # of each table in reports/tables/, copied into
 def _run(cmd, cwd, env=None) -> None:
     print(f"[study] $ {' '.join(map(str, cmd))}", flush=True)
     subprocess.run(cmd, cwd=cwd, env=env, check=True)
+
+
+def _run_at_once(worktree: Path, env: dict, at_once: int) -> None:
+    """``dvc repro tables`` with ``at_once`` stages at a time (every DVC line shown, marked
+    with its stage)."""
+    from dipkd.concurrent_repro import run
+    from dipkd.parallel_repro import restrict_to, stage_graph
+    print(f"[study] dvc repro tables, {at_once} stages at a time", flush=True)
+    code = run(worktree, restrict_to(stage_graph(worktree), ["tables"]), env, at_once,
+               sys.stdout, verbose=True)
+    if code != 0:
+        raise subprocess.CalledProcessError(code, f"dvc repro tables (--at-once {at_once})")
 
 
 def _git(*args, cwd=ROOT) -> str:
@@ -194,6 +207,10 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "studies")
     parser.add_argument("--worktree", type=Path, default=None,
                         help="where to run (default: .studies/<name>)")
+    parser.add_argument("--at-once", type=int, default=1, metavar="N",
+                        help="train N runs at a time (dipkd.concurrent_repro; with "
+                             "OMP_NUM_THREADS set, each keeps that many threads, so the runs' "
+                             "numbers do not depend on N)")
     args = parser.parse_args(argv)
     definition = args.definition or ROOT / "studies" / f"{args.name}.yaml"
     if not definition.is_file():
@@ -222,7 +239,10 @@ def main(argv=None) -> int:
         # the teachers first: a study started beside this one (another regime, the same
         # teacher) then finds them in the run-cache instead of training its own copy
         _run(["dvc", "repro", "train_teacher"], worktree, env)
-        _run(["dvc", "repro", "tables"], worktree, env)
+        if args.at_once > 1:
+            _run_at_once(worktree, env, args.at_once)
+        else:
+            _run(["dvc", "repro", "tables"], worktree, env)
     wall, count = parts.close()
     write_report(args.name, worktree, params, args.out / args.name, wall, commit, count)
     print(f"[study] report: {args.out / args.name}/README.md", flush=True)

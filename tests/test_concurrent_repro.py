@@ -41,11 +41,6 @@ def test_each_stage_gets_its_share_of_the_cores(monkeypatch):
     assert stage_environment({"OMP_NUM_THREADS": "3"}, 2)["OMP_NUM_THREADS"] == "3"
 
 
-@pytest.fixture(autouse=True)
-def _in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)     # DVC names the stages relative to where it runs
-
-
 def _project(root, fail=""):
     subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=root, check=True)
     log = root / "times.log"
@@ -72,6 +67,7 @@ def _project(root, fail=""):
 
 
 def _run(root, at_once=2):
+    """From another directory than ``root``, as ``make study`` runs a worktree's stages."""
     out = io.StringIO()
     env = {k: v for k, v in os.environ.items() if k != "DIPKD_VERBOSE"}
     code = concurrent_repro.run(root, stage_graph(root), env, at_once, out)

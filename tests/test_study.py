@@ -38,8 +38,9 @@ def test_study_runs_end_to_end_and_writes_every_file(tmp_path):
     env.pop("DVC_ROOT", None)
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "x"]):
         subprocess.run(cmd, cwd=ws, env=env, check=True)
-    out = subprocess.run([sys.executable, "-m", "pipeline.study", "--name", "tiny"], cwd=ws,
-                         env=env, capture_output=True, text=True, timeout=3000)
+    out = subprocess.run([sys.executable, "-m", "pipeline.study", "--name", "tiny",
+                          "--at-once", "2"], cwd=ws, env=dict(env, OMP_NUM_THREADS="1"),
+                         capture_output=True, text=True, timeout=3000)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     report = ws / "reports" / "studies" / "tiny"
     for name in ("README.md", "curves.png", "curves.json", "params.yaml",
