@@ -123,7 +123,7 @@ def test_failed_test_is_rerun_without_training_again(tmp_path, params, monkeypat
     monkeypatch.setattr(sys, "argv", ["train", "--role", "student", "--dataset", "ssdd",
                                       "--detector", "retinanet"])
 
-    def broken_test(spec):
+    def broken_test(spec, **options):
         raise RuntimeError("test split unreadable")
     monkeypatch.setattr(stage, "evaluate", broken_test)
     with pytest.raises(SystemExit) as failed:       # one line on the console, the rest logged
