@@ -17,10 +17,15 @@ and its MLflow runs go to this repository's store with the tag ``study=<name>``.
 goes to ``reports/studies/<name>/``:
 
 - ``README.md``: date, commit, machine, wall time, the ship sizes trained on beside SSDD's
-  (:func:`dipkd.datasets.ship_sizes.size_section`), and the tables;
+  (:func:`dipkd.datasets.ship_sizes.size_section`), the tables, the paper's effects against
+  the study's resolution (:mod:`dipkd.reports.resolution`) and what each KD term did in
+  training (:mod:`dipkd.reports.kd_grad_summary`, from the runs' MLflow metrics);
 - ``table{1..5}.{md,csv}`` as the tables stage wrote them (with Δ vs student and its CI),
   and ``compare.{md,csv}``: the paired comparisons of the study's ``compare`` pairs;
-- ``curves.png`` + ``curves.json``: validation mAP and training loss per epoch of every run;
+- ``curves.png`` + ``curves.json``: validation mAP and training loss per epoch of every run
+  (the figure: one line per run group, the mean over its seeds, the band their range; the
+  definition's ``reference_curves``, ``{label: path of another measurement's curves.json}``,
+  drawn dashed beside them);
 - ``params.yaml``: the exact params the study ran with.
 
 Nothing is written into ``reports/studies/<name>/`` unless the whole run succeeded.
@@ -31,6 +36,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -69,8 +75,8 @@ def _git(*args, cwd=ROOT) -> str:
 
 def prepare_worktree(name: str, params: dict, worktree: Path, commit: str = "HEAD") -> None:
     """A detached worktree of ``commit`` at ``worktree`` with the study's params.yaml, using
-    the studies' DVC cache (:func:`study_cache`). An existing worktree of the same commit is kept (with the
-    work dirs of a stage that a killed part left half-trained: it resumes from its last
+    the studies' DVC cache (:func:`study_cache`). An existing worktree of the same commit is
+    kept (with the work dirs of a stage that a killed part left half-trained: it resumes from its last
     epoch checkpoint); another is replaced."""
     sha = _git("rev-parse", f"{commit}^{{commit}}")
     if worktree.exists():
@@ -105,7 +111,11 @@ def study_cache() -> Path:
 class Parts:
     """The study's wall time over the parts it ran in (``.studies/<name>.parts.json``: start
     and last-seen time of each ``make study`` run, the last seen refreshed every minute, so a
-    part killed at the end of a session still counts up to its last minute)."""
+    part killed at the end of a session still counts up to its last minute).
+
+    A part may also carry ``paused_s`` (seconds) and ``paused_why``: time the study's
+    processes were stopped (SIGSTOP, e.g. to measure something else on an idle machine), which
+    is not counted; whoever stops a study writes them into its part."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -128,11 +138,18 @@ class Parts:
             self._save()
 
     def close(self) -> tuple[float, int]:
-        """Stop counting; the total wall time (s) and the number of parts."""
+        """Stop counting; the total wall time (s, pauses not counted) and the number of
+        parts."""
         self._stop.set()
         self.parts[-1]["seen"] = time.time()
         self._save()
-        return sum(p["seen"] - p["start"] for p in self.parts), len(self.parts)
+        return (sum(p["seen"] - p["start"] - p.get("paused_s", 0) for p in self.parts),
+                len(self.parts))
+
+    def paused(self) -> list[tuple[float, str]]:
+        """``(seconds, why)`` of every pause recorded in the parts."""
+        return [(p["paused_s"], p.get("paused_why", "")) for p in self.parts
+                if p.get("paused_s")]
 
 
 def curves(worktree: Path) -> dict:
@@ -146,17 +163,59 @@ def curves(worktree: Path) -> dict:
     return out
 
 
-def plot_curves(data: dict, path: Path) -> None:
+def curve_groups(data: dict) -> dict:
+    """``curves`` grouped over seeds: ``{group: {key: {epoch: [value per seed]}}}``, the group
+    a run's name without its ``-seed<N>`` (``distilled/dipkd/ssdd-faster_rcnn``)."""
+    out: dict = {}
+    for name, c in data.items():
+        group = re.sub(r"-seed\d+$", "", name)
+        for key in ("mAP", "loss"):
+            cells = out.setdefault(group, {}).setdefault(key, {})
+            for epoch, value in zip(c["epoch"], c[key]):
+                if epoch is not None and value is not None:
+                    cells.setdefault(epoch, []).append(value)
+    return out
+
+
+def reference_runs(reference: dict) -> dict:
+    """The definition's ``reference_curves`` (``{label: a curves.json of another measurement,
+    relative to the repository}``) as ``{label: {"epoch": [...], "mAP": [...]}}``, each file's
+    first run: a curve drawn beside the study's own (the plateau measurement that chose the
+    long regime's epochs)."""
+    out = {}
+    for label, rel in reference.items():
+        path = ROOT / rel
+        if not path.is_file():
+            raise FileNotFoundError(f"reference_curves: {rel}: no such file")
+        out[label] = next(iter(json.loads(path.read_text()).values()))
+    return out
+
+
+def plot_curves(data: dict, path: Path, reference: dict | None = None) -> None:
+    """One line per run group: the mean over its seeds, the band their minimum to maximum;
+    each reference curve (:func:`reference_runs`) dashed in black shades."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for name, c in sorted(data.items()):
+    for ax in axes:
+        ax.set_prop_cycle(color=plt.cm.tab20.colors)      # a colour for each of 20 groups
+    for group, keys in sorted(curve_groups(data).items()):
         for ax, key in zip(axes, ("mAP", "loss")):
-            pts = [(e, v) for e, v in zip(c["epoch"], c[key]) if e is not None and v is not None]
-            if pts:
-                ax.plot(*zip(*pts), marker="o", ms=3, lw=1, label=name)
-    axes[0].set(title="validation mAP", xlabel="epoch")
+            cells = sorted(keys[key].items())
+            if not cells:
+                continue
+            epochs = [e for e, _ in cells]
+            line, = ax.plot(epochs, [sum(v) / len(v) for _, v in cells], marker="o", ms=3,
+                            lw=1, label=group)
+            if any(len(v) > 1 for _, v in cells):
+                ax.fill_between(epochs, [min(v) for _, v in cells], [max(v) for _, v in cells],
+                                color=line.get_color(), alpha=0.15, lw=0)
+    for i, (label, c) in enumerate((reference or {}).items()):
+        pts = [(e, v) for e, v in zip(c["epoch"], c["mAP"]) if v is not None]
+        axes[0].plot(*zip(*pts), ls="--", marker=".", ms=3, lw=1, color=str(0.1 + 0.3 * i),
+                     label=label)
+    axes[0].set(title="validation mAP (mean over seeds; band: min to max)", xlabel="epoch")
     axes[1].set(title="training loss (mean per epoch)", xlabel="epoch")
     axes[0].legend(fontsize=6, ncol=2)
     fig.tight_layout()
@@ -164,8 +223,29 @@ def plot_curves(data: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def kd_terms_section(name: str) -> str:
+    """The study's KD-term gradient ratios from its MLflow runs
+    (:mod:`dipkd.reports.kd_grad_summary`)."""
+    import mlflow
+
+    from dipkd.reports.kd_grad_summary import section
+    from dipkd.tracking.mlflow_runs import tracking_uri
+    client = mlflow.tracking.MlflowClient(tracking_uri=tracking_uri())
+    return section(client, [e.experiment_id for e in client.search_experiments()], name)
+
+
+def _pauses(paused) -> str:
+    """The README's note on the pauses not counted in the wall time."""
+    if not paused:
+        return ""
+    why = "; ".join(dict.fromkeys(w for _, w in paused if w))
+    return (f"; not counted: {sum(s for s, _ in paused) / 60:.1f} min in {len(paused)} "
+            f"pause(s){': ' + why if why else ''}")
+
+
 def write_report(name: str, worktree: Path, params: dict, out_dir: Path, wall: float,
-                 commit: str, parts: int = 1) -> None:
+                 commit: str, parts: int = 1, paused: list = (),
+                 reference: dict | None = None) -> None:
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -176,7 +256,8 @@ def write_report(name: str, worktree: Path, params: dict, out_dir: Path, wall: f
             shutil.copy2(worktree / TABLES_DIR / f"{table.name}.{ext}", tmp)
     data = curves(worktree)
     (tmp / "curves.json").write_text(json.dumps(data, indent=1))
-    plot_curves(data, tmp / "curves.png")
+    reference = reference or {}
+    plot_curves(data, tmp / "curves.png", reference_runs(reference))
     (tmp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     import torch
 
@@ -189,12 +270,17 @@ def write_report(name: str, worktree: Path, params: dict, out_dir: Path, wall: f
             f"; torch {torch.__version__}, Python {platform.python_version()}\n"
             f"- wall time: {wall / 60:.1f} min over {parts} part(s) (`make study "
             f"STUDY={name}`, each run of it restoring from DVC's run-cache what an earlier "
-            f"part finished)\n"
+            f"part finished{_pauses(paused)})\n"
             f"- exact params: `params.yaml` here; training curves: `curves.png`/`curves.json`\n"
+            + "".join(f"- reference curve, dashed in `curves.png`: {label} (`{rel}`)\n"
+                      for label, rel in reference.items()) +
             f"- MLflow: runs tagged `study={name}` (`tags.study = '{name}'`)\n\n")
     tables = "\n".join((tmp / f"{table.name}.md").read_text() for table in TABLES)
     from dipkd.datasets.ship_sizes import size_section
-    (tmp / "README.md").write_text(head + size_section(params, worktree / "data") + tables)
+    from dipkd.reports.resolution import section as resolution_section
+    (tmp / "README.md").write_text(head + size_section(params, worktree / "data") + tables
+                                   + "\n" + resolution_section(params, tmp)
+                                   + kd_terms_section(name))
     shutil.rmtree(out_dir, ignore_errors=True)
     os.replace(tmp, out_dir)
 
@@ -218,6 +304,13 @@ def main(argv=None) -> int:
         return 2
     overrides = yaml.safe_load(definition.read_text()) or {}
     commit = _git("rev-parse", f"{overrides.pop('commit', 'HEAD')}^{{commit}}")
+    reference = overrides.pop("reference_curves", None) or {}   # {label: curves.json path}
+    try:
+        reference_runs(reference)
+    except (FileNotFoundError, ValueError, StopIteration) as exc:
+        print(f"error: {definition}: {exc or 'reference_curves: an empty curves file'}",
+              file=sys.stderr)
+        return 2
     base = yaml.safe_load(_git("show", f"{commit}:params.yaml"))
     sys.path.insert(0, str(ROOT))
     from dipkd.config.params import merged, validate
@@ -244,7 +337,8 @@ def main(argv=None) -> int:
         else:
             _run(["dvc", "repro", "tables"], worktree, env)
     wall, count = parts.close()
-    write_report(args.name, worktree, params, args.out / args.name, wall, commit, count)
+    write_report(args.name, worktree, params, args.out / args.name, wall, commit, count,
+                 parts.paused(), reference)
     print(f"[study] report: {args.out / args.name}/README.md", flush=True)
     return 0
 

@@ -15,7 +15,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 DOCS = REPO / "docs"
-STUDY = REPO / "reports" / "studies" / "cpu"
+STUDY = REPO / "reports" / "studies" / "long"
 
 
 def _nav_pages(nav):
@@ -87,7 +87,7 @@ def test_readme_study_excerpt_matches_the_committed_tables():
         for cell in (c.strip() for c in row.strip("|").split("|")):
             if cell and cell != "-":
                 assert cell in source, f"README excerpt cell {cell!r} not in {STUDY}"
-    assert "reports/studies/cpu/curves.png" in README.read_text()
+    assert "reports/studies/long/curves.png" in README.read_text()
 
 
 @pytest.mark.parametrize("fact", [

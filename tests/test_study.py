@@ -22,6 +22,7 @@ TINY = {
                  "mask_rate": []},
     "profiles": {"smoke": {
         "data": {"ssdd": {"image_scale": 0.25, "num_train": 4, "num_test": 3}},
+        "train": {"kd_probe_interval": 1},          # the KD-term probe in 2 iterations
         "schedule": {"faster_rcnn": {"ssdd": {"epochs": 1, "lr": 0.01, "scale": [128, 96]}}}}},
 }
 
@@ -30,7 +31,9 @@ def test_study_runs_end_to_end_and_writes_every_file(tmp_path):
     ws = tmp_path / "repo"
     _copy_repo(ws)
     (ws / "studies").mkdir(exist_ok=True)
-    (ws / "studies" / "tiny.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
+    (ws / "studies" / "tiny.yaml").write_text(yaml.safe_dump(
+        dict(TINY, reference_curves={"a measurement": "ref.json"}), sort_keys=False))
+    (ws / "ref.json").write_text(json.dumps({"student": {"epoch": [1, 2], "mAP": [0.1, 0.2]}}))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
                PYTHONPATH=str(ws), GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
                GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t",
@@ -50,6 +53,11 @@ def test_study_runs_end_to_end_and_writes_every_file(tmp_path):
     readme = (report / "README.md").read_text()
     assert "wall time" in readme and "commit" in readme and "Δ mAP vs student" in readme
     assert "ResNet18 + teacher init, no KD" in readme and "Paired comparisons" in readme
+    assert "The paper's effects vs this study's resolution" in readme
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in readme.splitlines()]
+    assert ["DIPKD - student (SSDD, Faster R-CNN)", "+2.8"] in [c[:2] for c in cells]
+    assert "What each KD term did in training" in readme and "`loss_kd_tar`" in readme
+    assert "- reference curve, dashed in `curves.png`: a measurement (`ref.json`)" in readme
     import pandas as pd
     pairs = pd.read_csv(report / "compare.csv")
     assert list(pairs.loc[pairs["named"], "b"]) == ["inherit_only", "dipkd-inheritfalse"]
@@ -73,6 +81,9 @@ def test_study_runs_end_to_end_and_writes_every_file(tmp_path):
         f.write("\n# a later change of the training code\n")
     subprocess.run(["git", "commit", "-qam", "later"], cwd=ws, env=env, check=True)
     (ws / "studies" / "tiny.yaml").write_text(yaml.safe_dump(dict(TINY, commit=first)))
+    ledger = ws / ".studies" / "tiny.parts.json"      # a pause recorded into the first part
+    parts = json.loads(ledger.read_text())
+    ledger.write_text(json.dumps([dict(parts[0], paused_s=6, paused_why="measuring")]))
     again = subprocess.run([sys.executable, "-m", "pipeline.study", "--name", "tiny"], cwd=ws,
                            env=env, capture_output=True, text=True, timeout=3000)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
@@ -80,6 +91,7 @@ def test_study_runs_end_to_end_and_writes_every_file(tmp_path):
         again.stdout
     readme = (report / "README.md").read_text()
     assert f"commit: `{first}`" in readme and "over 2 part(s)" in readme
+    assert "not counted: 0.1 min in 1 pause(s): measuring" in readme
     assert len(client.search_runs([runs[0].info.experiment_id])) == 9
     assert (tmp_path / "dvc-cache" / "runs").is_dir()       # the run-cache, outside the clone
     bad = subprocess.run([sys.executable, "-m", "pipeline.study", "--name", "missing"], cwd=ws,
@@ -90,4 +102,9 @@ def test_study_runs_end_to_end_and_writes_every_file(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "pipeline.study", "--name", "nofgd"], cwd=ws,
                          env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "pair [dipkd, fgd]: no runs named fgd" in bad.stderr
+    (ws / "studies" / "noref.yaml").write_text(yaml.safe_dump(
+        dict(TINY, reference_curves={"x": "missing.json"})))
+    bad = subprocess.run([sys.executable, "-m", "pipeline.study", "--name", "noref"], cwd=ws,
+                         env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "reference_curves: missing.json: no such file" in bad.stderr
     assert not (ws / "reports" / "studies" / "nofgd").exists()
