@@ -76,8 +76,8 @@ def _git(*args, cwd=ROOT) -> str:
 def prepare_worktree(name: str, params: dict, worktree: Path, commit: str = "HEAD") -> None:
     """A detached worktree of ``commit`` at ``worktree`` with the study's params.yaml, using
     the studies' DVC cache (:func:`study_cache`). An existing worktree of the same commit is
-    kept (with the work dirs of a stage that a killed part left half-trained: it resumes from its last
-    epoch checkpoint); another is replaced."""
+    kept (with the work dirs of a stage that a killed part left half-trained: it resumes from
+    its last epoch checkpoint); another is replaced."""
     sha = _git("rev-parse", f"{commit}^{{commit}}")
     if worktree.exists():
         current = subprocess.run(["git", "rev-parse", "HEAD"], cwd=worktree,
