@@ -12,6 +12,7 @@ from mmengine.config import Config
 
 from .config.params import RunSpec, Schedule, TrainSettings
 from .models.detectors import detector_cfg
+from .rng_state import VALIDATION_HOOK_TYPE
 
 CLASSES = ("ship",)
 
@@ -128,6 +129,8 @@ def build_config(spec: RunSpec, *, vis_backends: list[dict] | None = None,
         work_dir=str(spec.work_dir),
         auto_scale_lr=dict(enable=False, base_batch_size=16),
     )
+    if tr.isolate_validation_rng:     # validation leaves the generators as it found them
+        cfg["custom_hooks"] = [dict(type=VALIDATION_HOOK_TYPE)]
     return Config(cfg)
 
 
@@ -204,7 +207,8 @@ def build_distill_config(spec: RunSpec, teacher: RunSpec, teacher_ckpt, *,
     # (dipkd.kd_terms). Each probe costs about half a training step (a partial backward per
     # term) and changes nothing the step computes.
     probe = spec.train.kd_probe_interval or spec.train.log_interval
-    cfg.custom_hooks = [dict(type="KDTermGradHook", interval=probe)]
+    cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type="KDTermGradHook",
+                                                            interval=probe)]
     return cfg
 
 

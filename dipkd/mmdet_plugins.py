@@ -16,6 +16,7 @@ from .evaluation.metric import register_metric
 from .kd_terms import register as _register_kd_term_hook
 from .models.roi_align_cpu import install as _install_cpu_roi_align
 from .progress import register as _register_progress_hook
+from . import rng_state as _rng_state  # noqa: F401  (its hooks register on import)
 
 register_metric()
 _register_distiller()

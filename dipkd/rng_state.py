@@ -20,6 +20,15 @@ draws nothing, so an uninterrupted run is unchanged by the hook.
 
 Wiring: :func:`keep_rng_state` adds the hook to a runner config (after the config's
 fingerprint is taken: it changes no result of an uninterrupted run).
+
+:class:`ValidationRngHook` (``train.isolate_validation_rng: true``, off by default) keeps
+validation out of the training's random numbers: a validation draws from torch's global
+generator (each DataLoader iterator draws its base seed from it, torch's
+``_BaseDataLoaderIter``), so without the hook a run validated every epoch trains on other
+random numbers than the same run validated every 4 epochs, and ends with other weights. The
+hook captures every generator when a validation starts and restores them when it ends, so the
+validation interval changes only the validation curve. It changes the results of a run that
+validates before its last epoch, so it is part of the config (and of its fingerprint).
 """
 from __future__ import annotations
 
@@ -34,6 +43,7 @@ from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
 HOOK_TYPE = "DipkdRngStateHook"
+VALIDATION_HOOK_TYPE = "DipkdValidationRngHook"
 KEEP = 2
 
 
@@ -99,6 +109,23 @@ class RngStateHook(Hook):
         from mmengine.dist import get_rank
         for path in Path(runner.work_dir).glob(f"rng_state.rank{get_rank()}.epoch*.pkl"):
             path.unlink(missing_ok=True)
+
+
+@HOOKS.register_module(name=VALIDATION_HOOK_TYPE)
+class ValidationRngHook(Hook):
+    """Restores, when a validation ends, the generators' states it found when it started
+    (module docstring)."""
+
+    def __init__(self):
+        self._state = None
+
+    def before_val_epoch(self, runner) -> None:
+        self._state = capture()
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        if self._state is not None:
+            restore(self._state)
+            self._state = None
 
 
 def keep_rng_state(cfg) -> None:

@@ -52,6 +52,9 @@ class TrainSettings:
     #                                  the last epoch's is always written (the export reads it)
     kd_probe_interval: int | None = None   # iterations between two KD-gradient probes of a
     #                                  distillation (dipkd.kd_terms); None: log_interval
+    isolate_validation_rng: bool = False   # a validation leaves the random generators as it
+    #                                  found them, so val_interval changes no trained weight
+    #                                  (dipkd.rng_state.ValidationRngHook); off: as before
 
 
 @dataclass(frozen=True)
