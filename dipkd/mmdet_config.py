@@ -11,6 +11,7 @@ from pathlib import Path
 from mmengine.config import Config
 
 from .config.params import RunSpec, Schedule, TrainSettings
+from .models.cpu_bf16 import HOOK_TYPE as CPU_BF16_HOOK_TYPE
 from .models.detectors import detector_cfg
 from .rng_state import VALIDATION_HOOK_TYPE
 
@@ -129,8 +130,13 @@ def build_config(spec: RunSpec, *, vis_backends: list[dict] | None = None,
         work_dir=str(spec.work_dir),
         auto_scale_lr=dict(enable=False, base_batch_size=16),
     )
+    hooks = []
     if tr.isolate_validation_rng:     # validation leaves the generators as it found them
-        cfg["custom_hooks"] = [dict(type=VALIDATION_HOOK_TYPE)]
+        hooks.append(dict(type=VALIDATION_HOOK_TYPE))
+    if tr.cpu_bf16:                   # bfloat16 convolutions and products in training steps
+        hooks.append(dict(type=CPU_BF16_HOOK_TYPE))
+    if hooks:
+        cfg["custom_hooks"] = hooks
     return Config(cfg)
 
 

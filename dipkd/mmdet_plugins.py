@@ -17,6 +17,7 @@ from .kd_terms import register as _register_kd_term_hook
 from .models.roi_align_cpu import install as _install_cpu_roi_align
 from .progress import register as _register_progress_hook
 from . import rng_state as _rng_state  # noqa: F401  (its hooks register on import)
+from .models import cpu_bf16 as _cpu_bf16  # noqa: F401  (its hook registers on import)
 
 register_metric()
 _register_distiller()

@@ -55,6 +55,9 @@ class TrainSettings:
     isolate_validation_rng: bool = False   # a validation leaves the random generators as it
     #                                  found them, so val_interval changes no trained weight
     #                                  (dipkd.rng_state.ValidationRngHook); off: as before
+    cpu_bf16: bool = False           # CPU training steps compute convolutions and linear
+    #                                  layers in bfloat16 (dipkd.models.cpu_bf16): faster on
+    #                                  AVX512-BF16 CPUs, other weights; off: float32
 
 
 @dataclass(frozen=True)
