@@ -13,7 +13,6 @@ weights: benchmarks/roi_align_step.py).
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import random
@@ -26,8 +25,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from step_profile import (KINDS, REPO, _batches, _config, _model, _spec,  # noqa: E402
-                          scratch_workspace)
+from step_profile import (_batches, _config, _model, _spec, compare_rows,  # noqa: E402
+                          comparison_parser)
 
 from dipkd.models.cpu_bf16 import Switch, wrap_parts  # noqa: E402
 from dipkd.models.roi_align_cpu import OFF_ENV  # noqa: E402
@@ -76,26 +75,12 @@ def compare(params, kind: str, steps: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profiles", nargs="+", default=["smoke", "study"])
-    parser.add_argument("--kinds", nargs="+", default=["student", "dipkd"],
-                        choices=list(KINDS))
-    parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
-    from dipkd.config.params import load_params
+    args = comparison_parser(__doc__).parse_args()
     from dipkd.machine import cpu_model
-    rows = []
-    for profile in args.profiles:
-        params = load_params(str(REPO / "params.yaml"))
-        params["profile"] = profile
-        with scratch_workspace(params, profile):
-            for kind in args.kinds:
-                r = compare(params, kind, args.steps)
-                rows.append(f"| {profile} | {kind} | {r['before']:.3f} | {r['float32']:.3f} | "
-                            f"{r['bf16']:.3f} | {r['before'] / r['float32']:.2f}x | "
-                            f"{r['before'] / r['bf16']:.2f}x | {100 * r['drift']:.1f}% |")
-                print(rows[-1], flush=True)
+    rows = compare_rows(args, compare, lambda profile, kind, r: (
+        f"| {profile} | {kind} | {r['before']:.3f} | {r['float32']:.3f} | {r['bf16']:.3f} | "
+        f"{r['before'] / r['float32']:.2f}x | {r['before'] / r['bf16']:.2f}x | "
+        f"{100 * r['drift']:.1f}% |"))
     text = (f"{time.strftime('%Y-%m-%d')} on {cpu_model()}, {torch.get_num_threads()} "
             f"thread(s), torch {torch.__version__}; median CPU time of {args.steps} steps "
             "each, the three copies taking turns in one process.\n\n"

@@ -10,7 +10,6 @@ are still equal to the bit after every step.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import random
@@ -23,8 +22,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from step_profile import (KINDS, REPO, _batches, _config, _model, _spec, _step_fn,  # noqa: E402
-                          scratch_workspace)
+from step_profile import (_batches, _config, _model, _spec, _step_fn,  # noqa: E402
+                          compare_rows, comparison_parser)
 
 from dipkd.models.roi_align_cpu import OFF_ENV  # noqa: E402
 
@@ -65,25 +64,11 @@ def compare(params, kind: str, steps: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profiles", nargs="+", default=["smoke", "study"])
-    parser.add_argument("--kinds", nargs="+", default=["student", "dipkd"],
-                        choices=list(KINDS))
-    parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
-    from dipkd.config.params import load_params
+    args = comparison_parser(__doc__).parse_args()
     from dipkd.machine import cpu_model
-    rows = []
-    for profile in args.profiles:
-        params = load_params(str(REPO / "params.yaml"))
-        params["profile"] = profile
-        with scratch_workspace(params, profile):
-            for kind in args.kinds:
-                r = compare(params, kind, args.steps)
-                rows.append(f"| {profile} | {kind} | {r['mmcv']:.3f} | {r['ours']:.3f} | "
-                            f"{r['ratio']:.2f}x | {'yes' if r['equal'] else 'NO'} |")
-                print(rows[-1], flush=True)
+    rows = compare_rows(args, compare, lambda profile, kind, r: (
+        f"| {profile} | {kind} | {r['mmcv']:.3f} | {r['ours']:.3f} | {r['ratio']:.2f}x | "
+        f"{'yes' if r['equal'] else 'NO'} |"))
     text = (f"{time.strftime('%Y-%m-%d')} on {cpu_model()}, {torch.get_num_threads()} "
             f"thread(s), torch {torch.__version__}; median CPU time of {args.steps} steps "
             "each, the two copies taking turns in one process.\n\n"

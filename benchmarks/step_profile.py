@@ -296,6 +296,34 @@ def reference_conv_gflops(size: int = 64, repeats: int = 10) -> float:
     return 2 * 256 * 256 * 9 * size * size * 2 / sec / 1e9
 
 
+def comparison_parser(doc: str) -> argparse.ArgumentParser:
+    """The command line of a benchmark that compares copies of a model step by step
+    (``roi_align_step.py``, ``cpu_bf16_step.py``): --profiles, --kinds, --steps, --out."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--profiles", nargs="+", default=["smoke", "study"])
+    parser.add_argument("--kinds", nargs="+", default=["student", "dipkd"],
+                        choices=list(KINDS))
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--out", type=Path)
+    return parser
+
+
+def compare_rows(args, compare, row) -> list[str]:
+    """``row(profile, kind, compare(params, kind, steps))`` for every profile and kind of
+    ``args`` (:func:`comparison_parser`), each profile in its own scratch workspace; each row
+    printed as it comes."""
+    from dipkd.config.params import load_params
+    rows = []
+    for profile in args.profiles:
+        params = load_params(str(REPO / "params.yaml"))
+        params["profile"] = profile
+        with scratch_workspace(params, profile):
+            for kind in args.kinds:
+                rows.append(row(profile, kind, compare(params, kind, args.steps)))
+                print(rows[-1], flush=True)
+    return rows
+
+
 def measure(profile: str, kinds, steps: int, epochs: int | None = None) -> dict:
     """Every kind of one profile. ``epochs`` shortens the Runner's run (each detector and
     dataset of the profile's schedule): iterations cost the same in every epoch, so a long
