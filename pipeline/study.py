@@ -179,21 +179,22 @@ def curve_groups(data: dict) -> dict:
 
 def reference_runs(reference: dict) -> dict:
     """The definition's ``reference_curves`` (``{label: a curves.json of another measurement,
-    relative to the repository}``) as ``{label: {"epoch": [...], "mAP": [...]}}``, each file's
-    first run: a curve drawn beside the study's own (the plateau measurement that chose the
-    long regime's epochs)."""
+    relative to the repository}``) as ``{label: (path, {"epoch": [...], "mAP": [...]})}``,
+    each file's first run: a curve drawn beside the study's own (the plateau measurement that
+    chose the long regime's epochs)."""
     out = {}
     for label, rel in reference.items():
         path = ROOT / rel
         if not path.is_file():
             raise FileNotFoundError(f"reference_curves: {rel}: no such file")
-        out[label] = next(iter(json.loads(path.read_text()).values()))
+        out[label] = (rel, next(iter(json.loads(path.read_text()).values())))
     return out
 
 
 def plot_curves(data: dict, path: Path, reference: dict | None = None) -> None:
     """One line per run group: the mean over its seeds, the band their minimum to maximum;
-    each reference curve (:func:`reference_runs`) dashed in black shades."""
+    each reference curve (``{label: (path, curve)}``, :func:`reference_runs`) dashed in
+    black shades."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -211,7 +212,7 @@ def plot_curves(data: dict, path: Path, reference: dict | None = None) -> None:
             if any(len(v) > 1 for _, v in cells):
                 ax.fill_between(epochs, [min(v) for _, v in cells], [max(v) for _, v in cells],
                                 color=line.get_color(), alpha=0.15, lw=0)
-    for i, (label, c) in enumerate((reference or {}).items()):
+    for i, (label, (_, c)) in enumerate((reference or {}).items()):
         pts = [(e, v) for e, v in zip(c["epoch"], c["mAP"]) if v is not None]
         axes[0].plot(*zip(*pts), ls="--", marker=".", ms=3, lw=1, color=str(0.1 + 0.3 * i),
                      label=label)
@@ -257,7 +258,7 @@ def write_report(name: str, worktree: Path, params: dict, out_dir: Path, wall: f
     data = curves(worktree)
     (tmp / "curves.json").write_text(json.dumps(data, indent=1))
     reference = reference or {}
-    plot_curves(data, tmp / "curves.png", reference_runs(reference))
+    plot_curves(data, tmp / "curves.png", reference)
     (tmp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     import torch
 
@@ -273,7 +274,7 @@ def write_report(name: str, worktree: Path, params: dict, out_dir: Path, wall: f
             f"part finished{_pauses(paused)})\n"
             f"- exact params: `params.yaml` here; training curves: `curves.png`/`curves.json`\n"
             + "".join(f"- reference curve, dashed in `curves.png`: {label} (`{rel}`)\n"
-                      for label, rel in reference.items()) +
+                      for label, (rel, _) in reference.items()) +
             f"- MLflow: runs tagged `study={name}` (`tags.study = '{name}'`)\n\n")
     tables = "\n".join((tmp / f"{table.name}.md").read_text() for table in TABLES)
     from dipkd.datasets.ship_sizes import size_section
@@ -304,9 +305,8 @@ def main(argv=None) -> int:
         return 2
     overrides = yaml.safe_load(definition.read_text()) or {}
     commit = _git("rev-parse", f"{overrides.pop('commit', 'HEAD')}^{{commit}}")
-    reference = overrides.pop("reference_curves", None) or {}   # {label: curves.json path}
-    try:
-        reference_runs(reference)
+    try:                        # {label: curves.json path} -> {label: (path, its curve)}
+        reference = reference_runs(overrides.pop("reference_curves", None) or {})
     except (FileNotFoundError, ValueError, StopIteration) as exc:
         print(f"error: {definition}: {exc or 'reference_curves: an empty curves file'}",
               file=sys.stderr)
