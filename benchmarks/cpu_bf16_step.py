@@ -29,6 +29,7 @@ from step_profile import (_batches, _config, _model, _spec, compare_rows,  # noq
                           comparison_parser)
 
 from dipkd.models.cpu_bf16 import Switch, wrap_parts  # noqa: E402
+from dipkd import rng_state  # noqa: E402
 from dipkd.models.roi_align_cpu import OFF_ENV  # noqa: E402
 
 COPIES = ("before", "float32", "bf16")     # mmcv's RoIAlign fp32, ours fp32, ours bf16
@@ -50,11 +51,9 @@ def compare(params, kind: str, steps: int) -> dict:
     times = {name: [] for name in COPIES}
     losses = {name: [] for name in COPIES}
     for i, batch in enumerate(_batches(cfg, steps + 1)):
-        rng = torch.get_rng_state(), np.random.get_state(), random.getstate()
+        rng = rng_state.capture()
         for name in COPIES:
-            torch.set_rng_state(rng[0])              # the same proposals sampled in each
-            np.random.set_state(rng[1])
-            random.setstate(rng[2])
+            rng_state.restore(rng)              # the same proposals sampled in each
             os.environ[OFF_ENV] = "1" if name == "before" else "0"
             model, switch = models[name], switches.get(name)
             t0 = time.process_time()

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from step_profile import (_batches, _config, _model, _spec, _step_fn,  # noqa: E402
                           compare_rows, comparison_parser)
 
+from dipkd import rng_state  # noqa: E402
 from dipkd.models.roi_align_cpu import OFF_ENV  # noqa: E402
 
 
@@ -47,11 +48,9 @@ def compare(params, kind: str, steps: int) -> dict:
     times = {name: [] for name in models}
     equal = True
     for i, batch in enumerate(_batches(cfg, steps + 1)):
-        rng = torch.get_rng_state(), np.random.get_state(), random.getstate()
+        rng = rng_state.capture()
         for name in ("mmcv", "ours"):
-            torch.set_rng_state(rng[0])               # the same proposals sampled in both
-            np.random.set_state(rng[1])
-            random.setstate(rng[2])
+            rng_state.restore(rng)               # the same proposals sampled in both
             os.environ[OFF_ENV] = "1" if name == "mmcv" else "0"
             t0 = time.process_time()
             step[name](copy.deepcopy(batch))

@@ -56,15 +56,6 @@ class Switch:
         self.on = False
 
 
-def _part(root, dotted: str):
-    module = root
-    for name in dotted.split("."):
-        module = getattr(module, name, None)
-        if module is None:
-            return None
-    return module
-
-
 def wrap_parts(model, switch: Switch) -> list[str]:
     """Wrap the forward of every part of :data:`PARTS` that the model's detectors (a
     distiller's student and teacher, or the model itself) have: bfloat16 autocast while
@@ -75,8 +66,11 @@ def wrap_parts(model, switch: Switch) -> list[str]:
     wrapped = []
     for prefix, detector in detectors:
         for name in PARTS:
-            part = _part(detector, name)
-            if part is None or getattr(part.forward, "_dipkd_bf16", False):
+            try:
+                part = detector.get_submodule(name)
+            except AttributeError:          # a part this detector has not (bbox_head in a
+                continue                    # two-stage one, rpn_head in a one-stage one)
+            if getattr(part.forward, "_dipkd_bf16", False):
                 continue
             part.forward = _bf16_forward(part.forward, switch)
             wrapped.append(prefix + name)

@@ -31,10 +31,10 @@ from ..config.params import DIPKD_MODULES, ParamsError, modules_name, parse_modu
 from ..models.detectors import display_name as detector_display_name
 from .common import paper_values
 from .pairs import STUDENT
+from .tables.table2 import PAPER_ORDER as TABLE2_ORDER
 
 TITLE = "The paper's effects vs this study's resolution"
 PAIRS = ("sns_kld", "sns_rit", "kld_rit")      # DIPKD minus one of these: what the third adds
-TABLE2_COLUMN = {"ssdd": 0, "hrsid": 2}         # paper_values table2: [SSDD mAP, AP50, HRSID ...]
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,8 @@ def paper_map(name: str, dataset: str, detector: str) -> float | None:
         return table1.get("student", [None])[0]
     if name == "dipkd":
         return table1.get("distilled/dipkd", [None])[0]
-    if detector == "faster_rcnn" and name in published["table2"] and dataset in TABLE2_COLUMN:
-        return published["table2"][name][TABLE2_COLUMN[dataset]]
+    if detector == "faster_rcnn" and name in published["table2"]:
+        return dict(zip(TABLE2_ORDER, published["table2"][name])).get(f"{dataset.upper()} mAP")
     if name.startswith("dipkd-") and (dataset, detector) == ("ssdd", "faster_rcnn"):
         try:
             on = parse_modules(name.split("-", 1)[1])
