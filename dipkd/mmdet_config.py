@@ -210,11 +210,13 @@ def build_distill_config(spec: RunSpec, teacher: RunSpec, teacher_ckpt, *,
                               spec.method_params, teacher_ckpt)
     # every kd_probe_interval (default: log interval) iterations: the gradient norm of each
     # loss term on the student's distilled features, as MLflow metrics kd_grad/<term>
-    # (dipkd.kd_terms). Each probe costs about half a training step (a partial backward per
-    # term) and changes nothing the step computes.
-    probe = spec.train.kd_probe_interval or spec.train.log_interval
-    cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type="KDTermGradHook",
-                                                            interval=probe)]
+    # (dipkd.kd_terms). Each probe costs about one training step's backward (a partial
+    # backward per term) and changes nothing the step computes; `kd_probe: false` (the smoke
+    # profile) leaves it out.
+    if spec.train.kd_probe:
+        probe = spec.train.kd_probe_interval or spec.train.log_interval
+        cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type="KDTermGradHook",
+                                                                interval=probe)]
     return cfg
 
 

@@ -155,12 +155,16 @@ def test_hook_logs_every_term_at_log_intervals(distiller):
 def test_distill_config_adds_the_hook_at_the_probe_interval(params, tmp_path):
     from dipkd.mmdet_config import build_distill_config
     from dipkd.config.params import distill_spec, run_spec
-    cfg = build_distill_config(distill_spec(params, "fitnet", "ssdd", "retinanet"),
-                               run_spec(params, "teacher", "ssdd", "retinanet"),
-                               tmp_path / "teacher.pth")
-    log_interval = params["profiles"][params["profile"]]["train"]["log_interval"]
-    assert cfg.custom_hooks == [dict(type="KDTermGradHook", interval=log_interval)]
-    params["profiles"][params["profile"]]["train"]["kd_probe_interval"] = 40  # once an epoch
+    def build():
+        return build_distill_config(distill_spec(params, "fitnet", "ssdd", "retinanet"),
+                                    run_spec(params, "teacher", "ssdd", "retinanet"),
+                                    tmp_path / "teacher.pth")
+    train = params["profiles"][params["profile"]]["train"]
+    assert params["profile"] == "smoke" and train["kd_probe"] is False   # its numbers are 0
+    assert not [h for h in build().get("custom_hooks", []) if h["type"] == "KDTermGradHook"]
+    train["kd_probe"] = True
+    assert build().custom_hooks == [dict(type="KDTermGradHook", interval=train["log_interval"])]
+    train["kd_probe_interval"] = 40  # once an epoch
     cfg = build_distill_config(distill_spec(params, "fitnet", "ssdd", "retinanet"),
                                run_spec(params, "teacher", "ssdd", "retinanet"),
                                tmp_path / "teacher.pth")
@@ -220,6 +224,7 @@ def test_script_on_a_tiny_batch(tmp_path, monkeypatch):
 def test_distillation_run_logs_kd_grad_metrics_to_mlflow(tmp_path, params):
     """A real (tiny) distillation run: every term's gradient norm is an MLflow metric per
     logging step."""
+    params["profiles"]["smoke"]["train"]["kd_probe"] = True   # off in the smoke profile
     ws = tiny_workspace(tmp_path, params, detector="retinanet", epochs=1)
     # the teacher stage's output: a randomly initialised R50 (training one adds minutes)
     _, teacher_state, _ = build_distiller(params, "fitnet", "retinanet", tmp_path)

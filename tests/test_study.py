@@ -22,7 +22,7 @@ TINY = {
                  "mask_rate": []},
     "profiles": {"smoke": {
         "data": {"ssdd": {"image_scale": 0.25, "num_train": 4, "num_test": 3}},
-        "train": {"kd_probe_interval": 1},          # the KD-term probe in 2 iterations
+        "train": {"kd_probe": True, "kd_probe_interval": 1},   # the KD-term probe, 2 iterations
         "schedule": {"faster_rcnn": {"ssdd": {"epochs": 1, "lr": 0.01, "scale": [128, 96]}}}}},
 }
 

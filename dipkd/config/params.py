@@ -50,6 +50,8 @@ class TrainSettings:
     clip_grad: float | None = None   # max gradient L2 norm; None: no clipping
     checkpoint_interval: int = 1     # an epoch checkpoint (to resume from) every n epochs;
     #                                  the last epoch's is always written (the export reads it)
+    kd_probe: bool = True            # distillations probe each loss term's gradient on the
+    #                                  student's features (dipkd.kd_terms, MLflow kd_grad/*)
     kd_probe_interval: int | None = None   # iterations between two KD-gradient probes of a
     #                                  distillation (dipkd.kd_terms); None: log_interval
     isolate_validation_rng: bool = False   # a validation leaves the random generators as it

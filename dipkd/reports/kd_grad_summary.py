@@ -42,8 +42,15 @@ def ratios(client, experiment_ids: list[str], study: str) -> dict:
     return out
 
 
+NO_PROBES = ("No distilled run of this study has KD-gradient probes in this clone's MLflow "
+             "store: the probes are logged while a run trains (`train.kd_probe`), and a run "
+             "that DVC restored from its cache brings its outputs, not its MLflow record. The "
+             "section is written where the runs trained.")
+
+
 def section(client, experiment_ids: list[str], study: str) -> str:
-    """The report's section ("" when no run of the study probed its KD terms)."""
+    """The report's section (saying so when no run of the study probed its KD terms in
+    this store, instead of leaving the section out without a word)."""
     found = ratios(client, experiment_ids, study)
     rows = [{"method": method + (f" ({variant})" if variant else ""), "KD term": f"`{term}`",
              "runs": len(values), "ratio (mean)": f"{statistics.fmean(values):.3g}",
@@ -52,7 +59,7 @@ def section(client, experiment_ids: list[str], study: str) -> str:
             for (method, variant), terms in sorted(found.items())
             for term, values in terms.items()]
     if not rows:
-        return ""
+        return f"# {TITLE}\n\n{NO_PROBES}\n\n"
     table = pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
     return (f"# {TITLE}\n\n{table}\n\nratio: MLflow `{RATIO_PREFIX}/<term>` of the study's "
             f"runs, the L2 norm of the term's gradient on the student's distilled FPN features "
