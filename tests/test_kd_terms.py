@@ -118,6 +118,30 @@ def test_probe_measures_the_steps_own_losses(distiller):
     assert rows[0].grad_norm > 0
 
 
+def test_the_probe_changes_no_gradient_of_the_step(distiller):
+    """Why ``kd_probe: false`` (the smoke profile) changes no trained number: a step's losses
+    and parameter gradients are the same to the bit with the probe on and off."""
+    model = distiller
+    inputs, samples = _batch()
+    results = []
+    for probe in (True, False):
+        model.zero_grad(set_to_none=True)
+        model.grad_norm_probe = probe
+        torch.manual_seed(1)
+        losses = model.loss(inputs, samples)
+        model.grad_norm_probe = False
+        assert (model.last_term_grads is not None) is probe
+        model.last_term_grads = None
+        total, _ = model.parse_losses(losses)
+        total.backward()
+        results.append((float(total), {n: p.grad.clone() for n, p in model.named_parameters()
+                                       if p.grad is not None}))
+    (with_probe, grads_on), (without, grads_off) = results
+    assert with_probe == without and grads_on.keys() == grads_off.keys() and grads_on
+    assert all(torch.equal(grads_on[n], grads_off[n]) for n in grads_on)
+    model.zero_grad(set_to_none=True)
+
+
 class _Visualizer:
     def __init__(self):
         self.calls = []
