@@ -98,7 +98,7 @@ def test_readme_study_excerpt_matches_the_committed_tables():
     "alpha 5e-5, beta 3.5e-5",
     # setup and the first run
     "DIPKD_WHEEL_CACHE", "about 15 minutes on 2 cores", "one dot per compiled",
-    "58 stages in **9.4 minutes**", "make repro AT_ONCE=1",
+    "58 stages in **7.0 minutes**", "make repro AT_ONCE=1",
     # profiles, pipeline, tracking
     "AP50 95.6, mAP 67.6", "<<: *paper_train", "dvc exp run -S 'ablation.tau=[0.25,0.75,2.0]'",
     "mlflow.experimentKind = custom_model_development", "tags.tables LIKE '%table2%'",
