@@ -273,3 +273,15 @@ def test_the_default_pairs_are_the_issue_s(params):
         ("fgd", "inherit_only")]
     assert [a for a, b, named in plan if not named] == [
         "dipkd", "inherit_only", "fgd", "dipkd-inheritfalse"]
+
+
+def test_labels_name_module_rows_and_other_variants(params):
+    """One naming for run groups in every report (the compare table, a study's resolution
+    section): Table 3's module rows by their modules, other variants by their name."""
+    label = compare_table.label
+    assert label("student", params) == "Student" and label("dipkd", params) == "DIPKD"
+    assert label("fgd", params) == "FGD" and label("inherit_only", params) == "Inherit-only"
+    assert label("dipkd-kld_rit", params) == "DIPKD (KLD+RIT only)"
+    assert label("dipkd-sns", params) == "DIPKD (SNS only)"
+    assert label("dipkd-inheritfalse", params) == "DIPKD (inheritfalse)"
+    assert label("dipkd-tau0.25", params) == "DIPKD (tau0.25)"

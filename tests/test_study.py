@@ -55,7 +55,7 @@ def test_study_runs_end_to_end_and_writes_every_file(tmp_path):
     assert "ResNet18 + teacher init, no KD" in readme and "Paired comparisons" in readme
     assert "The paper's effects vs this study's resolution" in readme
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in readme.splitlines()]
-    assert ["DIPKD - student (SSDD, Faster R-CNN)", "+2.8"] in [c[:2] for c in cells]
+    assert ["DIPKD - Student (SSDD, Faster R-CNN)", "+2.8"] in [c[:2] for c in cells]
     assert "What each KD term did in training" in readme and "`loss_kd_tar`" in readme
     assert "- reference curve, dashed in `curves.png`: a measurement (`ref.json`)" in readme
     import pandas as pd

@@ -32,6 +32,7 @@ from ..models.detectors import display_name as detector_display_name
 from .common import paper_values
 from .pairs import STUDENT
 from .tables.table2 import PAPER_ORDER as TABLE2_ORDER
+from .tables.compare import label
 
 TITLE = "The paper's effects vs this study's resolution"
 PAIRS = ("sns_kld", "sns_rit", "kld_rit")      # DIPKD minus one of these: what the third adds
@@ -75,13 +76,6 @@ def paper_map(name: str, dataset: str, detector: str) -> float | None:
     return None
 
 
-def _label(name: str) -> str:
-    if name.startswith("dipkd-"):
-        variant = name.split("-", 1)[1]
-        return f"DIPKD ({variant.replace('_', '+').upper()} only)"
-    return {"student": "student", "dipkd": "DIPKD"}.get(name, name.upper())
-
-
 def _ci(delta: float, low: float, high: float) -> str:
     return f"{delta:+.1f} [{low:+.1f}, {high:+.1f}]"
 
@@ -100,7 +94,7 @@ def effects(params: dict, folder: Path) -> list[Effect]:
         measured.add((r.a, r.b, r.Dataset, r.Detector))
         if pa is None or pb is None:
             continue
-        out.append(Effect(f"{_label(r.a)} - {_label(r.b)} ({r.Dataset.upper()}, "
+        out.append(Effect(f"{label(r.a, params)} - {label(r.b, params)} ({r.Dataset.upper()}, "
                           f"{detector_display_name(r.Detector)})", pa - pb, r.mAP_half_width,
                           _ci(r.mAP_delta, r.mAP_ci_low, r.mAP_ci_high)))
     ab = params.get("ablation") or {}
@@ -117,7 +111,7 @@ def effects(params: dict, folder: Path) -> list[Effect]:
         student = paper_map(STUDENT, ds, det)
         if paper is None or student is None:
             continue
-        out.append(Effect(f"{_label(name)} - student (Table 3)", paper - student,
+        out.append(Effect(f"{label(name, params)} - {label(STUDENT, params)} (Table 3)", paper - student,
                           (r["mAP_ci_high"] - r["mAP_ci_low"]) / 2,
                           _ci(r["mAP_delta"], r["mAP_ci_low"], r["mAP_ci_high"])))
     estimate = narrowest if math.isfinite(narrowest) else math.nan
@@ -129,7 +123,7 @@ def effects(params: dict, folder: Path) -> list[Effect]:
             continue
         pa, pb = paper_map("dipkd", ds, det), paper_map(b, ds, det)
         if pa is not None and pb is not None:
-            out.append(Effect(f"DIPKD - {_label(b)} ({where}; not run as a pair)", pa - pb,
+            out.append(Effect(f"{label('dipkd', params)} - {label(b, params)} ({where}; not run as a pair)", pa - pb,
                               estimate, estimated=True))
     published = paper_values()
     for key, what in (("table4", "tau"), ("table5", "mask rate")):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ...config.params import DIPKD_MODULES, ParamsError, parse_modules
 from ...evaluation.bootstrap import RESAMPLES
 from ...kd.methods import display_name
 from ...models.detectors import display_name as detector_display_name
@@ -35,12 +36,18 @@ NOTE = (f"Δ: a minus b, percentage points, runs paired by seed on the same test
 
 
 def label(name: str, params: dict) -> str:
-    """A run group's name in the table: the method's display name, ``Student``, or
-    ``<method> (<variant>)`` for a DIPKD variant (``DIPKD (inheritfalse)``)."""
-    if name == STUDENT or name in params.get("methods", {}):
-        return display_name(name, params)
+    """A run group's name in every report (this table, the study's resolution section): the
+    method's display name, ``Student``, ``DIPKD (KLD+RIT only)`` for a Table 3 module row, or
+    ``<method> (<variant>)`` for another variant (``DIPKD (inheritfalse)``)."""
     method, _, variant = name.partition("-")
-    return f"{display_name(method, params)} ({variant})"
+    if name == STUDENT or name in params.get("methods", {}) or not variant:
+        return display_name(name, params)
+    try:
+        on = parse_modules(variant)
+    except ParamsError:
+        return f"{display_name(method, params)} ({variant})"
+    modules = "+".join(m.upper() for m in DIPKD_MODULES if on[m]) or "no module"
+    return f"{display_name(method, params)} ({modules} only)"
 
 
 def runs(params: dict) -> list:
