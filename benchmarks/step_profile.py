@@ -185,13 +185,24 @@ def _step_fn(cfg, model):
     return step
 
 
-def step_alone(params, kind: str, steps: int, deterministic: bool) -> dict:
-    spec = _spec(params, kind)
-    cfg = _config(params, spec)
-    torch.use_deterministic_algorithms(deterministic)
+def _stepper(params, kind: str, batches: int):
+    """A freshly built model of ``kind``, ``batches`` batches of its training data and its
+    training step (:func:`_step_fn`): the set-up of every measurement of a step alone."""
+    cfg = _config(params, _spec(params, kind))
     model = _model(cfg)
-    batches = _batches(cfg, steps + 2)
-    step = _step_fn(cfg, model)
+    return model, _batches(cfg, batches), _step_fn(cfg, model)
+
+
+def _teacher_forward(model, batch) -> None:
+    """The distiller's teacher on ``batch`` as its training step runs it: features, no graph."""
+    data = model.data_preprocessor(batch, True)
+    with torch.no_grad():
+        model.teacher.extract_feat(data["inputs"])
+
+
+def step_alone(params, kind: str, steps: int, deterministic: bool) -> dict:
+    torch.use_deterministic_algorithms(deterministic)
+    model, batches, step = _stepper(params, kind, steps + 2)
     times = []
     for i, batch in enumerate(batches):
         t0 = now()
@@ -202,10 +213,8 @@ def step_alone(params, kind: str, steps: int, deterministic: bool) -> dict:
     if hasattr(model, "teacher"):
         teacher_times = []
         for batch in batches[:steps]:
-            data = model.data_preprocessor(batch, True)
             t0 = now()
-            with torch.no_grad():
-                model.teacher.extract_feat(data["inputs"])
+            _teacher_forward(model, batch)
             teacher_times.append(now() - t0)
         out["teacher_forward"] = statistics.median(teacher_times)
     return out
@@ -217,21 +226,16 @@ def step_flops(params, kind: str) -> dict:
     like) and, for a distillation, of the teacher's forward on the same batch: the floor the
     step's time can come down to without doing less arithmetic."""
     from torch.utils.flop_counter import FlopCounterMode
-    spec = _spec(params, kind)
-    cfg = _config(params, spec)
-    model = _model(cfg)
-    batches = _batches(cfg, 2)
-    step = _step_fn(cfg, model)
+    model, batches, step = _stepper(params, kind, 2)
     step(batches[0])
     counter = FlopCounterMode(display=False)
     with counter:
         step(batches[1])
     out = {"step": counter.get_total_flops()}
     if hasattr(model, "teacher"):
-        data = model.data_preprocessor(batches[1], True)
         counter = FlopCounterMode(display=False)
-        with counter, torch.no_grad():
-            model.teacher.extract_feat(data["inputs"])
+        with counter:
+            _teacher_forward(model, batches[1])
         out["teacher_forward"] = counter.get_total_flops()
     return out
 
@@ -271,11 +275,7 @@ def _part_hooks(model):
 def profile_step(params, kind: str, steps: int) -> dict:
     """Self CPU time per group over ``steps`` steps alone, in seconds per step."""
     from torch.profiler import ProfilerActivity, profile, record_function
-    spec = _spec(params, kind)
-    cfg = _config(params, spec)
-    model = _model(cfg)
-    batches = _batches(cfg, steps + 1)
-    step = _step_fn(cfg, model)
+    model, batches, step = _stepper(params, kind, steps + 1)
     step(batches[0])
     handles = _part_hooks(model)
     with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
