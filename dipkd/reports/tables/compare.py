@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ...config.params import DIPKD_MODULES, ParamsError, parse_modules
+from ...config.params import ParamsError, parse_modules
 from ...evaluation.bootstrap import RESAMPLES
 from ...kd.methods import display_name
 from ...models.detectors import display_name as detector_display_name
@@ -43,11 +43,10 @@ def label(name: str, params: dict) -> str:
     if name == STUDENT or name in params.get("methods", {}) or not variant:
         return display_name(name, params)
     try:
-        on = parse_modules(variant)
+        modules = "+".join(m.upper() for m, on in parse_modules(variant).items() if on)
     except ParamsError:
-        return f"{display_name(method, params)} ({variant})"
-    modules = "+".join(m.upper() for m in DIPKD_MODULES if on[m]) or "no module"
-    return f"{display_name(method, params)} ({modules} only)"
+        modules = ""
+    return f"{display_name(method, params)} ({f'{modules} only' if modules else variant})"
 
 
 def runs(params: dict) -> list:
