@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import copy
 import os
-import random
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from step_profile import (_batches, _config, _model, _spec, compare_rows,  # noqa: E402
-                          comparison_parser)
+from step_profile import (_batches, _config, _spec, compare_rows,  # noqa: E402
+                          comparison_parser, models_alike)
 
 from dipkd.models.cpu_bf16 import Switch, wrap_parts  # noqa: E402
 from dipkd import rng_state  # noqa: E402
@@ -39,14 +37,9 @@ def compare(params, kind: str, steps: int) -> dict:
     from mmengine.optim import build_optim_wrapper
     cfg = _config(params, _spec(params, kind))
     torch.use_deterministic_algorithms(True)
-    models, wrappers, switches = {}, {}, {}
-    for name in COPIES:                          # built alike (a deep copy loses the
-        torch.manual_seed(0)                     # distiller's feature hooks)
-        np.random.seed(0)
-        random.seed(0)
-        models[name] = _model(cfg)
-        wrappers[name] = build_optim_wrapper(models[name], cfg.optim_wrapper)
-    switches["bf16"] = Switch()
+    models = models_alike(cfg, COPIES)
+    wrappers = {name: build_optim_wrapper(m, cfg.optim_wrapper) for name, m in models.items()}
+    switches = {"bf16": Switch()}
     wrap_parts(models["bf16"], switches["bf16"])
     times = {name: [] for name in COPIES}
     losses = {name: [] for name in COPIES}

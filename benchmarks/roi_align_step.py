@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import copy
 import os
-import random
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from step_profile import (_batches, _config, _model, _spec, _step_fn,  # noqa: E402
-                          compare_rows, comparison_parser)
+from step_profile import (_batches, _config, _spec, _step_fn, compare_rows,  # noqa: E402
+                          comparison_parser, models_alike)
 
 from dipkd import rng_state  # noqa: E402
 from dipkd.models.roi_align_cpu import OFF_ENV  # noqa: E402
@@ -37,12 +35,7 @@ def _same_weights(a, b) -> bool:
 def compare(params, kind: str, steps: int) -> dict:
     cfg = _config(params, _spec(params, kind))
     torch.use_deterministic_algorithms(True)
-    models = {}
-    for name in ("mmcv", "ours"):                 # built alike (a deep copy loses the
-        torch.manual_seed(0)                      # distiller's feature hooks)
-        np.random.seed(0)
-        random.seed(0)
-        models[name] = _model(cfg)
+    models = models_alike(cfg, ("mmcv", "ours"))
     assert _same_weights(models["mmcv"], models["ours"])
     step = {name: _step_fn(cfg, m) for name, m in models.items()}
     times = {name: [] for name in models}

@@ -173,6 +173,22 @@ def _model(cfg):
     return model.train()
 
 
+def models_alike(cfg, names) -> dict:
+    """``{name: model of cfg}``, every model built from the same seeds, so all start with
+    equal weights (a deep copy would lose the distiller's feature hooks): the copies a
+    step comparison lets take turns (``roi_align_step.py``, ``cpu_bf16_step.py``)."""
+    import random
+
+    import numpy as np
+    models = {}
+    for name in names:
+        torch.manual_seed(0)
+        np.random.seed(0)
+        random.seed(0)
+        models[name] = _model(cfg)
+    return models
+
+
 def _step_fn(cfg, model):
     from mmengine.optim import build_optim_wrapper
     wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
